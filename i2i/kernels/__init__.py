@@ -1,0 +1,1 @@
+"""Custom Triton kernels (fused instance norm, HAdaIN blend, add-mask-and-clamp)."""

@@ -1,0 +1,36 @@
+"""CycleGAN: the ResNet generator whose tanh output is the translated image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .resnet import ResnetGenerator
+from .spec import ModelSpec, image_spec
+
+
+@dataclass(frozen=True)
+class CycleGANConfig:
+    ngf: int = 64
+    n_blocks: int = 9
+    channels: int = 3
+    dropout: bool = False
+
+
+class CycleGANTranslator(nn.Module):
+    def __init__(self, config: CycleGANConfig):
+        super().__init__()
+        self.config = config
+        self.generator = ResnetGenerator(config.channels, config.channels, config.ngf,
+                                         config.n_blocks, config.dropout)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"translation": self.generator(image)}
+
+
+def cyclegan_spec(config: CycleGANConfig) -> ModelSpec:
+    c = config.channels
+    return ModelSpec(inputs=(image_spec("image", c),), outputs=(image_spec("translation", c),),
+                     size_multiple=ResnetGenerator.size_multiple, channels=c)

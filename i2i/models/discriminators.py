@@ -1,0 +1,58 @@
+"""Discriminators used in training: PatchGAN (reference `basic`/`n_layers`) and DCGAN-64."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; known: instance, batch, none")
+
+
+class PatchGAN(nn.Module):
+    """n_layers=3 is the 70x70 PatchGAN: (N, C, 256, 256) -> (N, 1, 30, 30) logits."""
+
+    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3,
+                 norm: str = "instance"):
+        super().__init__()
+        use_bias = norm != "batch"
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2)]
+        channels = ndf
+        for i in range(1, n_layers + 1):
+            out = ndf * min(2 ** i, 8)
+            stride = 2 if i < n_layers else 1
+            layers += [nn.Conv2d(channels, out, 4, stride, 1, bias=use_bias), _norm(norm, out),
+                       nn.LeakyReLU(0.2)]
+            channels = out
+        layers.append(nn.Conv2d(channels, 1, 4, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class DCGAN64(nn.Module):
+    """DCGAN discriminator for 64x64 images: (N, C, 64, 64) -> (N, 1, 1, 1) logits."""
+
+    def __init__(self, in_channels: int = 3, ndf: int = 64, norm: str = "batch"):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2)]
+        channels = ndf
+        for _ in range(3):                                   # 32 -> 16 -> 8 -> 4
+            layers += [nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=norm != "batch"),
+                       _norm(norm, channels * 2), nn.LeakyReLU(0.2)]
+            channels *= 2
+        layers.append(nn.Conv2d(channels, 1, 4, 1, 0))       # 4x4 -> 1x1
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        if x.shape[-2:] != (64, 64):
+            raise ValueError(f"DCGAN64 takes 64x64 images, got {tuple(x.shape[-2:])}; "
+                             "use the PatchGAN discriminator for other sizes")
+        return self.net(x)

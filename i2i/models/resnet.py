@@ -1,0 +1,88 @@
+"""The CycleGAN ResNet generator (c7s1-64, d128, d256, R256 x n, u128, u64, c7s1-3, tanh).
+
+Used by `additive` (its tanh output is the mask) and `cyclegan` (its tanh output is the image).
+The layout follows the reference architecture exactly, so reference weights map one to one
+(see `i2i.models.reference`), but modules carry names instead of Sequential indices.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def instance_norm(channels: int) -> nn.InstanceNorm2d:
+    # affine=False, no running stats: the reference's "instance" norm; statistics are always the
+    # sample's own, so batching never changes a result.
+    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+
+
+class ConvNormReLU(nn.Module):
+    """(reflect pad) -> conv or transposed conv -> instance norm -> ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, reflect: int = 0,
+                 transpose: bool = False):
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(reflect) if reflect else nn.Identity()
+        if transpose:
+            # u-k: doubles H and W exactly (output_padding=1).
+            self.conv = nn.ConvTranspose2d(cin, cout, kernel, stride=stride, padding=1,
+                                           output_padding=1)
+        else:
+            self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=0 if reflect else 1)
+        self.norm = instance_norm(cout)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(self.pad(x))))
+
+
+class ResidualBlock(nn.Module):
+    """R-k: x + IN(conv3(pad(dropout(ReLU(IN(conv3(pad(x))))))))."""
+
+    def __init__(self, channels: int, dropout: bool = False):
+        super().__init__()
+        self.pad1 = nn.ReflectionPad2d(1)
+        self.conv1 = nn.Conv2d(channels, channels, 3)
+        self.norm1 = instance_norm(channels)
+        self.act = nn.ReLU()
+        self.dropout = nn.Dropout(0.5) if dropout else nn.Identity()
+        self.pad2 = nn.ReflectionPad2d(1)
+        self.conv2 = nn.Conv2d(channels, channels, 3)
+        self.norm2 = instance_norm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(self.act(self.norm1(self.conv1(self.pad1(x)))))
+        return x + self.norm2(self.conv2(self.pad2(h)))
+
+
+class ResnetGenerator(nn.Module):
+    """(N, in_channels, H, W) -> (N, out_channels, H, W) in [-1, 1]; H and W multiples of 4."""
+
+    size_multiple = 4
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64,
+                 n_blocks: int = 9, dropout: bool = False):
+        super().__init__()
+        self.stem = ConvNormReLU(in_channels, ngf, 7, reflect=3)
+        self.down = nn.ModuleList([
+            ConvNormReLU(ngf, ngf * 2, 3, stride=2),
+            ConvNormReLU(ngf * 2, ngf * 4, 3, stride=2),
+        ])
+        self.blocks = nn.ModuleList([ResidualBlock(ngf * 4, dropout) for _ in range(n_blocks)])
+        self.up = nn.ModuleList([
+            ConvNormReLU(ngf * 4, ngf * 2, 3, stride=2, transpose=True),
+            ConvNormReLU(ngf * 2, ngf, 3, stride=2, transpose=True),
+        ])
+        self.head_pad = nn.ReflectionPad2d(3)
+        self.head = nn.Conv2d(ngf, out_channels, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)                      # (N, ngf, H, W)
+        for layer in self.down:
+            h = layer(h)                      # ends at (N, 4 ngf, H/4, W/4)
+        for block in self.blocks:
+            h = block(h)
+        for layer in self.up:
+            h = layer(h)                      # back to (N, ngf, H, W)
+        return torch.tanh(self.head(self.head_pad(h)))

@@ -1,0 +1,1 @@
+"""Runtime: engines behind one interface, the dynamic batcher, the HTTP server."""
