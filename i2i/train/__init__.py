@@ -1,0 +1,1 @@
+"""Training core: data, losses, the loop and i2i-train."""
