@@ -1,0 +1,91 @@
+"""i2i-train: a thin command line over `i2i.train.loop.train`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..models import CheckpointError, UnknownModelError, get_entry
+from .data import DataError
+from .loop import TrainOptions, train
+
+EXAMPLE = ("example: i2i-train --model additive --data synthetic:circle2square --size 64 "
+           "--steps 2000 --batch-size 16 --lambda-r 1.0 --seed 0 --out runs/circles")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="i2i-train", epilog=EXAMPLE,
+                                description="Train an i2i translator and write checkpoints.")
+    d = TrainOptions(out="")
+    p.add_argument("--model", default=d.model, help="additive, cyclegan or pix2pix")
+    p.add_argument("--data", default=d.data,
+                   help="synthetic:circle2square | synthetic:square2circle | a folder in the "
+                        "CycleGAN layout (trainA/trainB), or root/train with A|B pairs for "
+                        "pix2pix and --supervised")
+    p.add_argument("--supervised", action="store_true",
+                   help="additive only: one generator trained with L1 to paired targets")
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--size", type=int, default=d.size, help="training crop size in pixels")
+    p.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="end this invocation at that step; continue later with --resume")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--lambda-r", type=float, default=None,
+                   help="additive: weight of the L1 mask penalty (default 1.0, supervised 0.01)")
+    p.add_argument("--ngf", type=int, default=d.ngf, help="generator width")
+    p.add_argument("--n-blocks", type=int, default=d.n_blocks, help="ResNet blocks (6 or 9)")
+    p.add_argument("--depth", type=int, default=None,
+                   help="pix2pix U-Net depth (8 = unet_256, 7 = unet_128; default from --size)")
+    p.add_argument("--ndf", type=int, default=d.ndf, help="discriminator width")
+    p.add_argument("--disc", default=d.disc, choices=["patch", "dcgan"],
+                   help="discriminator for additive/cyclegan (dcgan needs --size 64)")
+    p.add_argument("--disc-layers", type=int, default=d.disc_layers)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--decay-start", type=float, default=d.decay_start,
+                   help="fraction of the steps after which the lr decays linearly to 0")
+    p.add_argument("--sample-every", type=int, default=d.sample_every)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = vars(p.parse_args(argv))
+    resume = args.pop("resume")
+    try:
+        get_entry(args["model"])
+        options = TrainOptions(**args)
+        _check(options)
+        final = train(options, resume=resume)
+    except (UnknownModelError, DataError, CheckpointError, FileExistsError, ValueError) as err:
+        print(f"i2i-train: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ni2i-train: interrupted; the newest checkpoint can be continued with --resume",
+              file=sys.stderr)
+        return 130
+    print(f"checkpoint: {final}")
+    return 0
+
+
+def _check(o: TrainOptions) -> None:
+    for name in ("size", "steps", "batch_size", "ngf", "ndf", "sample_every",
+                 "checkpoint_every", "log_every"):
+        if getattr(o, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, "
+                             f"got {getattr(o, name)}")
+    if o.n_blocks < 0:
+        raise ValueError(f"--n-blocks must be >= 0, got {o.n_blocks}")
+    multiple = 2 ** o.recipe_options().depth if o.model == "pix2pix" else 4
+    if o.size % multiple:
+        raise ValueError(f"--size {o.size} must be a multiple of {multiple} for {o.model}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""Pictures people look at: sample grids (input / mask / output) and loss curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def image_rgb(t: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
+    a = ((t.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
+    return a.permute(1, 2, 0).numpy().astype(np.uint8)
+
+
+def mask_rgb(m: torch.Tensor) -> np.ndarray:
+    """(C, H, W) mask in [-1, 1] -> (H, W, 3) uint8 in a diverging map (blue -, white 0, red +).
+
+    The channel mean is shown: it is the signed change of brightness the mask makes.
+    """
+    value = (m.detach().float().cpu().mean(0).clamp(-1, 1).numpy() + 1) / 2
+    return (matplotlib.colormaps["RdBu_r"](value)[..., :3] * 255).round().astype(np.uint8)
+
+
+def grid(rows: list[list[np.ndarray]], pad: int = 2) -> Image.Image:
+    """Tile equally sized (H, W, 3) uint8 arrays row by row with a white gap."""
+    h, w = rows[0][0].shape[:2]
+    cols = max(len(r) for r in rows)
+    canvas = np.full((len(rows) * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, tile in enumerate(row):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[y:y + h, x:x + w] = tile
+    return Image.fromarray(canvas)
+
+
+def translation_grid(inputs: torch.Tensor, outputs: dict[str, torch.Tensor],
+                     targets: torch.Tensor | None = None, scale: int = 1) -> Image.Image:
+    """Rows: input, mask (if any), output, target (if any); one column per image."""
+    rows = [[image_rgb(t) for t in inputs]]
+    if "mask" in outputs:
+        rows.append([mask_rgb(m) for m in outputs["mask"]])
+    rows.append([image_rgb(t) for t in outputs["translation"]])
+    if targets is not None:
+        rows.append([image_rgb(t) for t in targets])
+    picture = grid(rows)
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    return picture
+
+
+def read_log(path: str | Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def loss_curve(log: list[dict], path: str | Path, title: str = "") -> Path:
+    """One line per loss against step, smoothed with a running mean over ~2% of the run."""
+    if not log:
+        raise ValueError("the loss log is empty: nothing to plot")
+    steps = np.array([r["step"] for r in log])
+    names = [k for k in log[0]["losses"]]
+    fig, axes = plt.subplots(len(names), 1, figsize=(7, 1.8 * len(names)), sharex=True,
+                             squeeze=False)
+    window = max(1, len(log) // 50)
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        values = np.array([r["losses"][name] for r in log], dtype=float)
+        ax.plot(steps, values, color="0.8", linewidth=0.8)
+        if window > 1:
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1:], smooth, color="C0", linewidth=1.5)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    if title:
+        axes[0, 0].set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

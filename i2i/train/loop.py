@@ -1,0 +1,214 @@
+"""The training loop behind i2i-train: data -> recipe steps -> logs, samples, checkpoints.
+
+A run folder holds:
+    options.json                          the options the run was started with
+    log.jsonl                             one line of losses every `log_every` steps
+    samples/step_XXXXXX.png               input / mask / output grids on fixed images
+    checkpoints/step_XXXXXX.safetensors   the inference checkpoint (i2i.models.load reads it)
+    checkpoints/step_XXXXXX.train.safetensors   resumable training state (newest only)
+    loss_curve.png                        written at the end
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..models import save_checkpoint
+from ..models.checkpoint import CheckpointError
+from .data import open_data
+from .figures import loss_curve, read_log, translation_grid
+from .recipes import Recipe, RecipeOptions, make_recipe, needs_pairs
+from .state import load_state, read_state_document, save_state
+
+DEFAULT_LAMBDA_R = {False: 1.0, True: 0.01}    # unsupervised, supervised additive
+
+
+@dataclass
+class TrainOptions:
+    out: str
+    model: str = "additive"
+    data: str = "synthetic:circle2square"
+    supervised: bool = False
+    size: int = 64
+    steps: int = 2000
+    batch_size: int = 16
+    seed: int = 0
+    lambda_r: float | None = None     # additive only; None -> 1.0 (0.01 supervised)
+    ngf: int = 64
+    n_blocks: int = 9
+    depth: int | None = None          # pix2pix; None -> deepest the size allows, at most 8
+    ndf: int = 64
+    disc: str = "patch"
+    disc_layers: int = 3
+    lr: float = 2e-4
+    decay_start: float = 0.5          # fraction of steps after which lr decays linearly to 0
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    log_every: int = 10
+    device: str = "auto"              # auto | cpu | cuda[:i]
+    amp: bool = False                 # bf16 autocast on CUDA
+    progress: bool = True
+    stop_after: int | None = None     # end this invocation at that step (resume later)
+
+    def recipe_options(self) -> RecipeOptions:
+        depth = self.depth or max(2, min(8, self.size.bit_length() - 1))
+        lambda_r = self.lambda_r if self.lambda_r is not None else \
+            DEFAULT_LAMBDA_R[self.supervised]
+        return RecipeOptions(size=self.size, ngf=self.ngf, n_blocks=self.n_blocks, depth=depth,
+                             ndf=self.ndf, disc=self.disc, disc_layers=self.disc_layers,
+                             lambda_r=lambda_r, lr=self.lr, seed=self.seed)
+
+
+# Options that may differ between a run and its resumption; everything else must match.
+RESUMABLE_CHANGES = {"steps", "sample_every", "checkpoint_every", "log_every", "progress",
+                     "device", "amp", "stop_after"}
+
+
+def learning_rate(options: TrainOptions, step: int) -> float:
+    """Constant, then linear decay to zero over the last (1 - decay_start) of the steps."""
+    start = int(options.steps * options.decay_start)
+    if step < start:
+        return options.lr
+    return options.lr * max(0.0, 1.0 - (step - start) / max(1, options.steps - start))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} asked for, but no CUDA device is available")
+    return device
+
+
+def newest_state(run: Path) -> Path | None:
+    states = sorted((run / "checkpoints").glob("step_*.train.safetensors"))
+    return states[-1] if states else None
+
+
+def train(options: TrainOptions, resume: bool = False) -> Path:
+    """Train per `options` into options.out; returns the final checkpoint's path."""
+    run = Path(options.out)
+    start_step = 0
+    state_path = newest_state(run) if resume else None
+    if resume and state_path is None:
+        raise CheckpointError(f"--resume: no training state under {run / 'checkpoints'}")
+    if state_path is not None:
+        options = _resumed_options(state_path, options)
+    elif (run / "checkpoints").exists() and any((run / "checkpoints").iterdir()):
+        raise FileExistsError(f"{run} already holds checkpoints; pass --resume to continue it "
+                              "or choose another --out")
+    torch.manual_seed(options.seed)
+    device = pick_device(options.device)
+    paired = needs_pairs(options.model, options.supervised)
+    data = open_data(options.data, options.size, paired=paired, seed=options.seed)
+    recipe, config = make_recipe(options.model, options.supervised, options.recipe_options())
+    recipe.to(device)
+    if state_path is not None:
+        start_step = load_state(state_path, recipe, device)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "options.json").write_text(json.dumps(asdict(options), indent=2) + "\n")
+    log_path = run / "log.jsonl"
+    _truncate_log(log_path, start_step)
+    fixed = {k: v[:8].to(device) for k, v in data.batch(0, 8, options.seed + 12345).items()}
+    meta = {"data": data.describe(), "loss_weights": recipe.loss_weights,
+            "supervised": options.supervised, "direction": "AtoB",
+            "training": {k: getattr(options, k) for k in ("size", "batch_size", "seed", "lr",
+                                                           "ndf", "disc", "disc_layers")}}
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=options.amp and device.type == "cuda")
+    end = min(options.steps, options.stop_after or options.steps)
+    bar = tqdm(range(start_step, end), initial=start_step, total=options.steps,
+               disable=not options.progress, desc=f"{options.model} {run.name}",
+               dynamic_ncols=True)
+    last = start_step
+    started = time.perf_counter()
+    with open(log_path, "a") as log:
+        for step in bar:
+            recipe.set_lr(learning_rate(options, step))
+            batch = {k: v.to(device) for k, v in
+                     data.batch(step, options.batch_size, options.seed).items()}
+            with autocast:
+                losses = recipe.step(batch)
+            last = step + 1
+            if last % options.log_every == 0 or last == end:
+                log.write(json.dumps({"step": last, "time": round(time.perf_counter() -
+                                                                   started, 3),
+                                      "lr": learning_rate(options, step), "losses": losses})
+                          + "\n")
+                log.flush()
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+            if last % options.sample_every == 0 or last == end:
+                _write_samples(run, recipe, fixed, last, paired)
+            if last % options.checkpoint_every == 0 or last == end:
+                _write_checkpoint(run, recipe, config, options, meta, last)
+    bar.close()
+    final = run / "checkpoints" / f"step_{last:06d}.safetensors"
+    if log_path.stat().st_size:
+        loss_curve(read_log(log_path), run / "loss_curve.png",
+                   title=f"{options.model} on {options.data}")
+    return final
+
+
+def _write_checkpoint(run: Path, recipe: Recipe, config, options: TrainOptions, meta: dict,
+                      step: int) -> Path:
+    folder = run / "checkpoints"
+    path = save_checkpoint(folder / f"step_{step:06d}.safetensors", recipe.model_name, config,
+                           recipe.translator.state_dict(), step=step, meta=meta)
+    state = save_state(folder / f"step_{step:06d}.train.safetensors", recipe, step,
+                       asdict(options))
+    for older in folder.glob("step_*.train.safetensors"):   # only the newest is needed to resume
+        if older != state:
+            older.unlink()
+    return path
+
+
+@torch.no_grad()
+def _write_samples(run: Path, recipe: Recipe, fixed: dict[str, torch.Tensor], step: int,
+                   paired: bool) -> None:
+    translator = recipe.translator
+    was_training = translator.training
+    translator.eval()
+    outputs = translator(fixed["A"])
+    translator.train(was_training)
+    targets = fixed["B"] if paired else None
+    folder = run / "samples"
+    folder.mkdir(exist_ok=True)
+    scale = max(1, 128 // fixed["A"].shape[-1])
+    translation_grid(fixed["A"], outputs, targets, scale).save(folder / f"step_{step:06d}.png")
+
+
+def _resumed_options(state_path: Path, given: TrainOptions) -> TrainOptions:
+    saved = read_state_document(state_path)["options"]
+    names = {f.name for f in fields(TrainOptions)}
+    merged = {k: v for k, v in saved.items() if k in names}
+    clashes = [k for k in names - RESUMABLE_CHANGES - {"out"}
+               if getattr(given, k) != getattr(TrainOptions(out=""), k)
+               and getattr(given, k) != merged.get(k)]
+    if clashes:
+        raise ValueError(f"--resume continues {state_path.parent.parent} with its saved options; "
+                         f"these differ from it: {sorted(clashes)}")
+    defaults = TrainOptions(out="")
+    for k in RESUMABLE_CHANGES:          # a flag given again wins; otherwise the saved value
+        if getattr(given, k) != getattr(defaults, k) or k not in merged:
+            merged[k] = getattr(given, k)
+    merged["stop_after"] = given.stop_after       # never carried over from the saved run
+    merged["out"] = given.out
+    return TrainOptions(**merged)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past `step` (written after the checkpoint we resume from)."""
+    if step == 0:
+        path.write_text("")
+        return
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
