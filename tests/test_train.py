@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from i2i.models import load
+from i2i.models import load, read_document
 from i2i.train.cli import main
 from i2i.train.loop import TrainOptions, learning_rate, train
 from i2i.train.losses import ImagePool
@@ -135,28 +135,26 @@ def _folder(root: Path, names: dict[str, int], size=(20, 24)) -> None:
             Image.fromarray(pixels.numpy()).save(root / folder / f"{i}.png")
 
 
-def test_cli_trains_additive_on_a_cyclegan_folder(tmp_path, capsys):
-    _folder(tmp_path / "data", {"trainA": 3, "trainB": 4})
-    code = main(["--model", "additive", "--data", str(tmp_path / "data"), "--size", "16",
+@pytest.mark.parametrize("model,extra,layout", [
+    ("additive", [], {"trainA": 3, "trainB": 4}),
+    ("cyclegan", [], {"trainA": 3, "trainB": 4}),
+    ("additive", ["--supervised"], {"train": 3}),
+    ("pix2pix", ["--depth", "3"], {"train": 3}),
+])
+def test_cli_trains_on_folders_in_the_reference_layouts(tmp_path, capsys, model, extra, layout):
+    _folder(tmp_path / "data", layout, size=(40, 20) if "train" in layout else (20, 24))
+    code = main(["--model", model, *extra, "--data", str(tmp_path / "data"), "--size", "16",
                  "--steps", "2", "--batch-size", "2", "--ngf", "4", "--n-blocks", "1",
                  "--ndf", "4", "--disc-layers", "2", "--out", str(tmp_path / "run"),
                  "--no-progress"])
-    assert code == 0
+    assert code == 0, capsys.readouterr().err
     assert "checkpoint:" in capsys.readouterr().out
-    _, document = json.loads("0"), json.loads(
-        (tmp_path / "run" / "options.json").read_text())
-    assert document["data"] == str(tmp_path / "data")
-
-
-def test_cli_trains_pix2pix_on_an_aligned_folder(tmp_path):
-    _folder(tmp_path / "data", {"train": 3}, size=(40, 20))
-    code = main(["--model", "pix2pix", "--data", str(tmp_path / "data"), "--size", "16",
-                 "--depth", "3", "--steps", "2", "--batch-size", "2", "--ngf", "4",
-                 "--ndf", "4", "--disc-layers", "2", "--out", str(tmp_path / "run"),
-                 "--no-progress"])
-    assert code == 0
     module, spec = load(tmp_path / "run" / "checkpoints" / "step_000002.safetensors")
-    assert spec.size_multiple == 8
+    assert [s.name for s in spec.inputs] == ["image"]
+    document = read_document(tmp_path / "run" / "checkpoints" / "step_000002.safetensors")
+    expected_kind = "aligned" if "train" in layout else "unaligned"
+    assert document["meta"]["data"]["kind"] == expected_kind
+    assert document["model"] == model
 
 
 @pytest.mark.parametrize("args,message", [
