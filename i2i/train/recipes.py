@@ -101,22 +101,40 @@ def _d_step(opt, pairs: list[tuple[nn.Module, torch.Tensor, torch.Tensor]], gan)
     return total.item()
 
 
-class AdditiveRecipe(Recipe):
-    """Seed 000, unsupervised: two mask generators, two discriminators, LSGAN, cycle, L1 mask."""
+class TwoWayRecipe(Recipe):
+    """The cycle set-up: generators A -> B and B -> A, an LSGAN discriminator per domain, and a
+    replay pool per domain feeding the discriminators."""
 
-    model_name = "additive"
-
-    def __init__(self, config: AdditiveConfig, o: RecipeOptions):
-        self.translator = AdditiveTranslator(config)           # A -> B
-        self.reverse = AdditiveTranslator(config)              # B -> A
+    def __init__(self, translator: nn.Module, reverse: nn.Module, o: RecipeOptions):
+        self.translator, self.reverse = translator, reverse
         self.d_a, self.d_b = _discriminator(o), _discriminator(o)
         self.nets = {"G_AB": self.translator, "G_BA": self.reverse, "D_A": self.d_a,
                      "D_B": self.d_b}
         self.optimizers = {
             "G": _adam(list(self.translator.parameters()) + list(self.reverse.parameters()), o),
             "D": _adam(list(self.d_a.parameters()) + list(self.d_b.parameters()), o)}
-        self.pools = {"A": ImagePool(o.pool_size, o.seed + 1), "B": ImagePool(o.pool_size,
-                                                                              o.seed + 2)}
+        self.pools = {"A": ImagePool(o.pool_size, o.seed + 1),
+                      "B": ImagePool(o.pool_size, o.seed + 2)}
+
+    def _update(self, g_loss: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                fake_x: torch.Tensor, fake_y: torch.Tensor) -> float:
+        """Step the generators on g_loss, then the discriminators; returns D's loss."""
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.optimizers["G"].step()
+        _set_requires_grad([self.d_a, self.d_b], True)
+        return _d_step(self.optimizers["D"], [
+            (self.d_b, y, self.pools["B"].query(fake_y)),
+            (self.d_a, x, self.pools["A"].query(fake_x))], lsgan)
+
+
+class AdditiveRecipe(TwoWayRecipe):
+    """Seed 000, unsupervised: two mask generators, two discriminators, LSGAN, cycle, L1 mask."""
+
+    model_name = "additive"
+
+    def __init__(self, config: AdditiveConfig, o: RecipeOptions):
+        super().__init__(AdditiveTranslator(config), AdditiveTranslator(config), o)
         self.loss_weights = {"lambda_gan": o.lambda_gan, "lambda_cycle": o.lambda_cycle,
                              "lambda_r": o.lambda_r}
 
@@ -134,13 +152,7 @@ class AdditiveRecipe(Recipe):
         cycle = F.l1_loss(rec_x, x) + F.l1_loss(rec_y, y)
         reg = m_xy.abs().mean() + m_yx.abs().mean()
         g_loss = w["lambda_gan"] * gan + w["lambda_cycle"] * cycle + w["lambda_r"] * reg
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.optimizers["G"].step()
-        _set_requires_grad([self.d_a, self.d_b], True)
-        d_loss = _d_step(self.optimizers["D"], [
-            (self.d_b, y, self.pools["B"].query(fake_y)),
-            (self.d_a, x, self.pools["A"].query(fake_x))], lsgan)
+        d_loss = self._update(g_loss, x, y, fake_x, fake_y)
         return {"G": g_loss.item(), "gan": gan.item(), "cycle": cycle.item(),
                 "mask_l1": reg.item(), "D": d_loss}
 
@@ -169,21 +181,13 @@ class AdditiveSupervisedRecipe(Recipe):
         return {"G": loss.item(), "l1": l1.item(), "mask_l1": reg.item()}
 
 
-class CycleGANRecipe(Recipe):
+class CycleGANRecipe(TwoWayRecipe):
     """CycleGAN: LSGAN, cycle 10, identity 0.5 x cycle weight."""
 
     model_name = "cyclegan"
 
     def __init__(self, config: CycleGANConfig, o: RecipeOptions):
-        self.translator, self.reverse = CycleGANTranslator(config), CycleGANTranslator(config)
-        self.d_a, self.d_b = _discriminator(o), _discriminator(o)
-        self.nets = {"G_AB": self.translator, "G_BA": self.reverse, "D_A": self.d_a,
-                     "D_B": self.d_b}
-        self.optimizers = {
-            "G": _adam(list(self.translator.parameters()) + list(self.reverse.parameters()), o),
-            "D": _adam(list(self.d_a.parameters()) + list(self.d_b.parameters()), o)}
-        self.pools = {"A": ImagePool(o.pool_size, o.seed + 1), "B": ImagePool(o.pool_size,
-                                                                              o.seed + 2)}
+        super().__init__(CycleGANTranslator(config), CycleGANTranslator(config), o)
         self.loss_weights = {"lambda_cycle": o.lambda_cycle,
                              "lambda_identity": o.lambda_identity}
 
@@ -197,13 +201,7 @@ class CycleGANRecipe(Recipe):
         cycle = F.l1_loss(g_ba(fake_y), x) + F.l1_loss(g_ab(fake_x), y)
         identity = F.l1_loss(g_ab(y), y) + F.l1_loss(g_ba(x), x)
         g_loss = gan + w["lambda_cycle"] * (cycle + w["lambda_identity"] * identity)
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.optimizers["G"].step()
-        _set_requires_grad([self.d_a, self.d_b], True)
-        d_loss = _d_step(self.optimizers["D"], [
-            (self.d_b, y, self.pools["B"].query(fake_y)),
-            (self.d_a, x, self.pools["A"].query(fake_x))], lsgan)
+        d_loss = self._update(g_loss, x, y, fake_x, fake_y)
         return {"G": g_loss.item(), "gan": gan.item(), "cycle": cycle.item(),
                 "identity": identity.item(), "D": d_loss}
 
