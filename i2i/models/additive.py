@@ -24,6 +24,18 @@ class AdditiveConfig:
     strength: float = 1.0           # inference-time mask scale; 0 returns the input
 
 
+class AddMask(nn.Module):
+    """(image, logits) -> (clamp(image + strength * tanh(logits), -1, 1), tanh(logits)).
+
+    A module of its own so that i2i.kernels.use_fused_kernels can swap in the one-pass kernel.
+    """
+
+    def forward(self, image: torch.Tensor, logits: torch.Tensor, strength: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        m = torch.tanh(logits)
+        return torch.clamp(image + strength * m, -1.0, 1.0), m
+
+
 class AdditiveTranslator(nn.Module):
     def __init__(self, config: AdditiveConfig):
         super().__init__()
@@ -31,13 +43,14 @@ class AdditiveTranslator(nn.Module):
         self.strength = config.strength
         self.generator = ResnetGenerator(config.channels, config.channels, config.ngf,
                                          config.n_blocks, config.dropout)
+        self.add_mask = AddMask()
 
     def mask(self, image: torch.Tensor) -> torch.Tensor:
         return self.generator(image)                     # (N, C, H, W) in [-1, 1]
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        m = self.generator(image)
-        return {"translation": torch.clamp(image + self.strength * m, -1.0, 1.0), "mask": m}
+        translation, m = self.add_mask(image, self.generator.logits(image), self.strength)
+        return {"translation": translation, "mask": m}
 
 
 def additive_spec(config: AdditiveConfig) -> ModelSpec:

@@ -77,7 +77,8 @@ class ResnetGenerator(nn.Module):
         self.head_pad = nn.ReflectionPad2d(3)
         self.head = nn.Conv2d(ngf, out_channels, 7)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The output before its tanh: (N, out_channels, H, W)."""
         h = self.stem(x)                      # (N, ngf, H, W)
         for layer in self.down:
             h = layer(h)                      # ends at (N, 4 ngf, H/4, W/4)
@@ -85,4 +86,7 @@ class ResnetGenerator(nn.Module):
             h = block(h)
         for layer in self.up:
             h = layer(h)                      # back to (N, ngf, H, W)
-        return torch.tanh(self.head(self.head_pad(h)))
+        return self.head(self.head_pad(h))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.logits(x))

@@ -1,0 +1,78 @@
+"""use_fused_kernels(model): swap the fused ops into a generator, at load time, for inference.
+
+The swapped modules reuse the original convolutions (same parameters, same state_dict keys):
+- ConvNormReLU (stem, downsampling, upsampling): instance norm + ReLU -> instance_norm_act
+- ResidualBlock: both norms -> instance_norm_act, the second with the skip added in the kernel
+- AddMask (the additive model's output step) -> add_mask_clamp
+
+The fused modules are for inference: they ignore dropout, as eval mode does.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models.additive import AddMask
+from ..models.resnet import ConvNormReLU, ResidualBlock
+from . import add_mask_clamp as _amc  # noqa: F401 - registers torch.ops.i2i.add_mask_clamp
+from . import instance_norm_act as _ina  # noqa: F401 - registers torch.ops.i2i.instance_norm_act
+
+
+def _eps(norm: nn.InstanceNorm2d) -> float:
+    if norm.affine or norm.track_running_stats:
+        raise ValueError("only InstanceNorm2d(affine=False, track_running_stats=False) is fused")
+    return float(norm.eps)
+
+
+class FusedConvNormReLU(nn.Module):
+    def __init__(self, original: ConvNormReLU):
+        super().__init__()
+        self.pad, self.conv = original.pad, original.conv
+        self.eps = _eps(original.norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.i2i.instance_norm_act(self.conv(self.pad(x)), relu=True, eps=self.eps)
+
+
+class FusedResidualBlock(nn.Module):
+    def __init__(self, original: ResidualBlock):
+        super().__init__()
+        self.pad1, self.conv1 = original.pad1, original.conv1
+        self.pad2, self.conv2 = original.pad2, original.conv2
+        self.eps1, self.eps2 = _eps(original.norm1), _eps(original.norm2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.ops.i2i.instance_norm_act(self.conv1(self.pad1(x)), relu=True, eps=self.eps1)
+        return torch.ops.i2i.instance_norm_act(self.conv2(self.pad2(h)), residual=x,
+                                               relu=False, eps=self.eps2)
+
+
+class FusedAddMask(nn.Module):
+    def forward(self, image: torch.Tensor, logits: torch.Tensor, strength: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.ops.i2i.add_mask_clamp(image, logits, float(strength))
+
+
+SWAPS: dict[type, type] = {
+    ConvNormReLU: FusedConvNormReLU,
+    ResidualBlock: FusedResidualBlock,
+    AddMask: lambda original: FusedAddMask(),
+}
+
+
+def use_fused_kernels(model: nn.Module) -> nn.Module:
+    """Replace every matching step of `model` in place; returns the model and a count."""
+    swapped = 0
+    for name, module in list(model.named_modules()):
+        make = SWAPS.get(type(module))
+        if make is None or not name:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, make(module))
+        swapped += 1
+    if swapped == 0:
+        raise ValueError(f"use_fused_kernels found nothing to fuse in {type(model).__name__}")
+    model.fused_kernels = swapped
+    return model
