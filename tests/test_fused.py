@@ -93,3 +93,23 @@ def test_onnx_export_of_swapped_generator_uses_standard_ops_and_matches():
         want = generator("additive")(x)
     assert abs(torch.from_numpy(translation) - want["translation"]).max() < 1e-4
     assert abs(torch.from_numpy(mask) - want["mask"]).max() < 1e-4
+
+
+def test_without_the_interpreter_cpu_calls_run_the_reference(tmp_path):
+    """The op's CPU route when TRITON_INTERPRET is off: the torch reference, bit for bit."""
+    import subprocess
+    import sys
+    script = (
+        "import torch\n"
+        "from i2i.kernels import instance_norm_act_reference\n"
+        "from i2i.kernels._triton import runs_triton\n"
+        "x = torch.randn(2, 3, 5, 7) + 1\n"
+        "assert not runs_triton(x)\n"
+        "out = torch.ops.i2i.instance_norm_act(x, relu=True)\n"
+        "assert torch.equal(out, instance_norm_act_reference(x, relu=True))\n"
+        "print('reference')\n")
+    env = {**__import__("os").environ, "TRITON_INTERPRET": "0"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "reference"
