@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import matplotlib
@@ -37,11 +36,10 @@ def sweep(out: Path, runs: Path, steps: int, size: int, lambdas=LAMBDAS) -> list
     for lam in lambdas:
         options = TrainOptions(out=str(runs / f"lambda_r-{lam:g}"), steps=steps,
                                **{**DEMO, "size": size, "lambda_r": lam})
-        started = time.perf_counter()
         checkpoint = train(options, resume=newest_state(Path(options.out)) is not None)
         module, _ = load(checkpoint)
         metrics, images, outputs = measure(module, size, count=128, seed=DEMO["seed"])
-        rows.append({"lambda_r": lam, "train_seconds": time.perf_counter() - started,
+        rows.append({"lambda_r": lam,
                      "metrics": metrics.to_dict(), "images": images[list(SHOWN)],
                      "outputs": {k: v[list(SHOWN)] for k, v in outputs.items()}})
         print(f"lambda_r {lam:g}: {metrics}")
@@ -70,7 +68,7 @@ def write_table(rows: list[dict], out: Path, steps: int, size: int) -> None:
               ""]
     (out / "lambda_r.md").write_text("\n".join(lines))
     record = {"steps": steps, "size": size, "options": DEMO, "machine": machine,
-              "rows": [{k: r[k] for k in ("lambda_r", "train_seconds", "metrics")}
+              "rows": [{k: r[k] for k in ("lambda_r", "metrics")}
                        for r in rows]}
     (out / "lambda_r.json").write_text(json.dumps(record, indent=2) + "\n")
 
