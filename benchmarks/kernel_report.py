@@ -62,6 +62,11 @@ def main() -> None:
              "Copy = a device-to-device copy of x, the bandwidth ceiling. GB/s counts the "
              "bytes floor (inputs read once, outputs written once) for every implementation.",
              "", *table(rows), ""]
+    if not any(r["impl"] == "triton" for r in rows):
+        lines += ["The Triton kernels themselves were not timed: this machine has no GPU (on the "
+                  "CPU they run only in the Triton interpreter, a test tool). On the CPU the "
+                  "batch dimension of the issue's shapes is divided by I2I_BENCH_CPU_DIVISOR "
+                  "(default 8).", ""]
     report = args.out / f"kernels-{slug}.md"
     report.write_text("\n".join(lines))
     shutil.copy(args.json, args.out / f"kernels-{slug}.json")

@@ -1,4 +1,4 @@
-"""Tests for i2i.train.synthetic and i2i.train.data: determinism, geometry, folders, errors."""
+"""Tests for i2i.synthetic and i2i.train.data: determinism, geometry, folders, errors."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from i2i.synthetic import SyntheticShapes
 from i2i.train.data import (
     AlignedFolder,
     DataError,
@@ -24,7 +25,6 @@ from i2i.train.data import (
     to_image,
     to_tensor,
 )
-from i2i.train.synthetic import SyntheticShapes
 
 # Solid colours far apart, so a processed image can be identified by its mean colour.
 PALETTE = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255),

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from i2i.synthetic import SyntheticShapes
 from i2i.train.measure import held_out, measure, shape_metrics
-from i2i.train.synthetic import SyntheticShapes
 
 
 class Oracle(nn.Module):

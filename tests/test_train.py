@@ -11,10 +11,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from i2i.models import load, read_document
+from i2i.synthetic import SyntheticShapes
 from i2i.train.cli import main
 from i2i.train.loop import TrainOptions, learning_rate, train
 from i2i.train.losses import ImagePool
-from i2i.train.synthetic import SyntheticShapes
 
 TINY = dict(size=16, batch_size=2, ngf=4, n_blocks=1, ndf=4, disc_layers=2, progress=False,
             sample_every=3, checkpoint_every=3, log_every=1)

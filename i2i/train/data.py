@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .synthetic import TASKS, SyntheticShapes, stable_seed
+from ..synthetic import TASKS, SyntheticShapes, stable_seed
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 LOAD_SCALE = 286 / 256  # train-time resize before the random crop, as in the reference recipe
