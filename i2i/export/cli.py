@@ -1,0 +1,93 @@
+"""i2i-export: a thin command line over `i2i.export.build.build`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..models import CheckpointError, UnknownModelError
+from .build import DEFAULT_FORMATS, ExportOptions, ParityError, build, find_checkpoint
+
+EXAMPLE = "example: i2i-export --model additive --fp16   (after make demo)"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="i2i-export", epilog=EXAMPLE, description=(
+        "Export a checkpoint to ONNX (fp32/fp16), TensorRT, AOTInductor and a Triton Inference "
+        "Server repository, each checked for parity against eager PyTorch."))
+    p.add_argument("--checkpoint", type=Path, help="default: the newest checkpoint of --model "
+                                                   "under --runs")
+    p.add_argument("--model", help="additive, cyclegan or pix2pix; must match the checkpoint")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="where to look for "
+                                                                  "checkpoints (default runs/)")
+    p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx")
+    p.add_argument("--fp16-io", action="store_true", help="fp16 model takes and returns fp16")
+    p.add_argument("--formats", default=None,
+                   help="comma list of onnx, trt, aoti, triton (default onnx,aoti,triton, plus "
+                        "trt when TensorRT and a GPU are present)")
+    p.add_argument("--batch", default="1:8:32", help="MIN:OPT:MAX batch sizes")
+    p.add_argument("--size", default=None, help="H or HxW (default: the training size)")
+    p.add_argument("--static-size", action="store_true",
+                   help="fix H and W in the graphs (default: dynamic where allowed)")
+    p.add_argument("--out", type=Path, help="output folder (default exports/<model>)")
+    p.add_argument("--allow-parity-failure", action="store_true",
+                   help="keep artifacts that miss the parity thresholds (recorded in the "
+                        "manifest) and exit 0")
+    return p
+
+
+def parse_batch(text: str) -> tuple[int, int, int]:
+    parts = text.split(":")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"--batch {text!r} must be MIN:OPT:MAX, e.g. 1:8:32")
+    return tuple(int(p) for p in parts)
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+        raise ValueError(f"--size {text!r} must be H or HxW, e.g. 256 or 256x384")
+    return (int(parts[0]), int(parts[-1]))
+
+
+def default_formats() -> tuple[str, ...]:
+    from .tensorrt import availability
+    return DEFAULT_FORMATS + (("trt",) if availability() is None else ())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        formats = tuple(f.strip() for f in args.formats.split(",")) if args.formats else \
+            default_formats()
+        if formats == ("trt",):
+            from .tensorrt import availability
+            reason = availability()
+            if reason is not None:
+                raise ValueError(f"TensorRT export asked for, but {reason}")
+        if args.checkpoint is None:
+            if not args.model:
+                raise ValueError("give --checkpoint PATH or --model NAME")
+            args.checkpoint = find_checkpoint(args.runs, args.model)
+            print(f"using the newest {args.model} checkpoint: {args.checkpoint}")
+        options = ExportOptions(out=args.out, formats=formats, fp16=args.fp16,
+                                fp16_io=args.fp16_io, batch=parse_batch(args.batch),
+                                size=parse_size(args.size), dynamic_size=not args.static_size,
+                                allow_parity_failure=args.allow_parity_failure,
+                                model=args.model)
+        out = build(args.checkpoint, options)
+    except ParityError as err:
+        print(f"i2i-export: {err}", file=sys.stderr)
+        return 1
+    except (CheckpointError, UnknownModelError, ValueError, FileNotFoundError) as err:
+        print(f"i2i-export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out / 'manifest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

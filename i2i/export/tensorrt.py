@@ -1,0 +1,252 @@
+"""TensorRT engines (model.plan) built from the fp16 ONNX model.
+
+Precision comes from the graph, not from builder flags: TensorRT 10.12 deprecated and
+TensorRT 11 removed `BuilderFlag.FP16`, so the engine is built as a STRONGLY TYPED network
+from an ONNX graph that is already fp16 (`model.fp16.onnx`, whose InstanceNormalization runs
+in fp32 between casts). Every tensor keeps the type the graph gives it: TensorRT cannot
+silently move a layer to another precision.
+
+One optimisation profile covers every input: a (min, opt, max) full shape per input, batch
+included. The timing cache (layer timings measured while building) is loaded from and saved
+to a file beside the plan, so rebuilding on the same machine skips most of the timing.
+
+A plan only runs with the TensorRT version that built it, on a GPU of the same compute
+capability; build_engine returns those facts for the manifest and check_plan_compatible
+compares them with the machine that wants to load the plan.
+
+Written against the TensorRT 10.x/11.x Python API; building needs a CUDA GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+MIN_VERSION = (10, 0)        # strongly typed networks and the 10.x API used here
+Shape = tuple[int, ...]
+
+
+def availability() -> str | None:
+    """None when TensorRT can build engines here, otherwise the reason it cannot."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "tensorrt is not installed (pip install i2i[gpu])"
+    try:
+        trt = _import_tensorrt()
+    except (ImportError, OSError) as err:     # installed, but its libraries do not load
+        return (f"tensorrt is installed but does not load ({err}); reinstall it "
+                f"(pip install i2i[gpu])")
+    if _version_tuple(trt.__version__) < MIN_VERSION:
+        return (f"tensorrt {trt.__version__} is too old (need >= "
+                f"{'.'.join(map(str, MIN_VERSION))}; pip install -U i2i[gpu])")
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is available (TensorRT builds engines on a GPU)"
+    return None
+
+
+def current_machine() -> dict[str, str | None]:
+    """TensorRT version, GPU name and compute capability ("9.0") here; None where absent."""
+    facts: dict[str, str | None] = {"tensorrt": None, "gpu": None, "compute_capability": None}
+    if importlib.util.find_spec("tensorrt") is not None:
+        try:
+            facts["tensorrt"] = _import_tensorrt().__version__
+        except (ImportError, OSError):
+            pass
+    if torch.cuda.is_available():
+        device = torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(device)
+        facts["gpu"] = torch.cuda.get_device_name(device)
+        facts["compute_capability"] = f"{major}.{minor}"
+    return facts
+
+
+def build_engine(onnx_path: Path, plan_path: Path,
+                 shapes: dict[str, tuple[Shape, Shape, Shape]],
+                 timing_cache: Path | None = None, workspace_bytes: int = 4 << 30,
+                 allow_fp32: bool = False) -> dict:
+    """Build `plan_path` from `onnx_path`; returns the facts the manifest records.
+
+    shapes: input name -> (min, opt, max) full shapes including the batch dimension, e.g.
+    {"image": ((1, 3, 256, 256), (8, 3, 256, 256), (16, 3, 256, 256))}. The timing cache
+    defaults to `timing.cache` beside the plan. An ONNX graph without any float16 tensor is
+    refused (it would give an fp32 engine) unless allow_fp32 is set.
+    """
+    reason = availability()
+    if reason is not None:
+        raise RuntimeError(f"cannot build a TensorRT engine on this machine: {reason}")
+    onnx_path, plan_path = Path(onnx_path), Path(plan_path)
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"ONNX model {onnx_path} does not exist; export it first")
+    precision = onnx_precision(onnx_path)
+    if precision != "float16" and not allow_fp32:
+        raise ValueError(f"{onnx_path} holds no float16 tensor: a strongly typed build of it "
+                         f"gives an fp32 engine. Pass the fp16 graph (model.fp16.onnx), or "
+                         f"allow_fp32=True if an fp32 engine is what you want")
+    if workspace_bytes < 1:
+        raise ValueError(f"workspace_bytes must be positive, got {workspace_bytes}")
+
+    trt = _import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [_describe_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise RuntimeError(f"TensorRT {trt.__version__} could not parse {onnx_path} "
+                           f"({len(errors)} errors):\n  " + "\n  ".join(errors))
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    check_profile(shapes, {t.name: tuple(t.shape) for t in inputs})
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    profile = builder.create_optimization_profile()
+    for name, (low, opt, high) in shapes.items():
+        profile.set_shape(name, tuple(low), tuple(opt), tuple(high))
+    config.add_optimization_profile(profile)
+    cache_path = Path(timing_cache) if timing_cache else plan_path.parent / "timing.cache"
+    _attach_timing_cache(config, cache_path)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT {trt.__version__} failed to build an engine from "
+                           f"{onnx_path}; its log above says why (often: workspace_bytes too "
+                           f"small, or a shape range the graph cannot take)")
+    _write_atomic(plan_path, serialized)
+    _write_atomic(cache_path, config.get_timing_cache().serialize())
+
+    here = current_machine()
+    return {"tensorrt": trt.__version__, "gpu": here["gpu"],
+            "compute_capability": here["compute_capability"],
+            "profile": {name: {"min": list(low), "opt": list(opt), "max": list(high)}
+                        for name, (low, opt, high) in shapes.items()},
+            "strongly_typed": True}
+
+
+def check_plan_compatible(manifest_entry: dict) -> None:
+    """Raise RuntimeError when this machine cannot load a plan with these manifest facts."""
+    missing = [k for k in ("tensorrt", "compute_capability") if not manifest_entry.get(k)]
+    if missing:
+        raise RuntimeError(f"the manifest's TensorRT entry lacks {missing}, so the plan cannot "
+                           f"be checked against this machine; re-export with i2i-export")
+    built = _describe(manifest_entry)
+    here = current_machine()
+    if here["tensorrt"] is None or here["compute_capability"] is None:
+        lacking = "TensorRT" if here["tensorrt"] is None else "a CUDA GPU"
+        raise RuntimeError(f"model.plan was built with {built}; this machine has no {lacking}. "
+                           f"Serve the ONNX model instead, or install tensorrt=="
+                           f"{manifest_entry['tensorrt']} (pip) on a machine with such a GPU")
+    if (here["tensorrt"] != manifest_entry["tensorrt"]
+            or here["compute_capability"] != manifest_entry["compute_capability"]):
+        raise RuntimeError(f"model.plan was built with {built}; this machine has "
+                           f"{_describe(here)}. A plan only loads with the same TensorRT "
+                           f"version and GPU compute capability: re-export with i2i-export on "
+                           f"this machine")
+
+
+def check_profile(shapes: dict[str, tuple[Shape, Shape, Shape]],
+                  network_inputs: dict[str, Shape]) -> None:
+    """ValueError unless `shapes` gives a valid (min, opt, max) for exactly the network's inputs.
+
+    network_inputs: name -> shape with -1 for dynamic dimensions, as TensorRT parsed it.
+    """
+    missing = sorted(set(network_inputs) - set(shapes))
+    unknown = sorted(set(shapes) - set(network_inputs))
+    if missing or unknown:
+        raise ValueError(f"shapes must name every network input exactly: missing {missing}, "
+                         f"unknown {unknown} (the network's inputs: {sorted(network_inputs)})")
+    for name, triple in shapes.items():
+        dims = tuple(network_inputs[name])
+        if len(triple) != 3:
+            raise ValueError(f"shapes[{name!r}] must be (min, opt, max), got {triple}")
+        low, opt, high = (tuple(s) for s in triple)
+        if not len(low) == len(opt) == len(high) == len(dims):
+            raise ValueError(f"shapes[{name!r}] = {triple}: every shape needs {len(dims)} "
+                             f"dimensions, like the input {dims}")
+        for axis, (d, lo, op, hi) in enumerate(zip(dims, low, opt, high, strict=True)):
+            if not 1 <= lo <= op <= hi:
+                raise ValueError(f"shapes[{name!r}] axis {axis}: need 1 <= min <= opt <= max, "
+                                 f"got {lo}, {op}, {hi}")
+            if d != -1 and not lo == op == hi == d:
+                raise ValueError(f"shapes[{name!r}] axis {axis} is fixed at {d} in the graph; "
+                                 f"min, opt and max must all be {d}, got {lo}, {op}, {hi}")
+
+
+def onnx_precision(onnx_path: Path) -> str:
+    """The graph's precision: float16 if it holds any float16 tensor (weights, I/O, casts)."""
+    import onnx
+
+    fp16 = onnx.TensorProto.FLOAT16
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    if any(t.data_type == fp16 for t in graph.initializer):
+        return "float16"
+    values = list(graph.input) + list(graph.output) + list(graph.value_info)
+    if any(v.type.tensor_type.elem_type == fp16 for v in values):
+        return "float16"
+    for node in graph.node:
+        for attr in node.attribute:
+            if (node.op_type == "Cast" and attr.name == "to" and attr.i == fp16) or (
+                    attr.name == "value" and attr.t.data_type == fp16):
+                return "float16"
+    return "float32"
+
+
+def _import_tensorrt() -> ModuleType:
+    import tensorrt
+
+    return tensorrt
+
+
+def _network_flags(trt: ModuleType) -> int:
+    # TensorRT 11 types every network strongly and only keeps the flag as a deprecated no-op;
+    # on 10.x it must be asked for.
+    if _version_tuple(trt.__version__) >= (11, 0):
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def _attach_timing_cache(config, path: Path) -> None:
+    """Start from the cache file when it fits this TensorRT and GPU, else from an empty one."""
+    blob = path.read_bytes() if path.is_file() else b""
+    cache = None
+    try:
+        cache = config.create_timing_cache(blob)
+    except (RuntimeError, TypeError, ValueError):
+        cache = None
+    # ignore_mismatch=False: timings measured on another GPU or version would mislead the build.
+    if cache is None or not config.set_timing_cache(cache, False):
+        config.set_timing_cache(config.create_timing_cache(b""), False)
+
+
+def _describe_parser_error(error) -> str:
+    where = f"node {error.node()}"
+    name = getattr(error, "node_name", None)           # TensorRT >= 10 names the node
+    operator = getattr(error, "node_operator", None)
+    if name is not None and operator is not None and name():
+        where += f" {name()!r} ({operator()})"
+    return f"{where}: {error.code()}: {error.desc()}"
+
+
+def _describe(facts: dict) -> str:
+    cc = str(facts.get("compute_capability") or "?")
+    return (f"TensorRT {facts.get('tensorrt')} on {facts.get('gpu') or 'an unnamed GPU'} "
+            f"(sm_{cc.replace('.', '')})")
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def _write_atomic(path: Path, data) -> None:
+    """Write a bytes-like object (TensorRT's IHostMemory is one) via a temp file + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(memoryview(data))
+    os.replace(tmp, path)
