@@ -10,7 +10,7 @@ from i2i.demo import run_demo
 
 
 def test_demo_writes_translations_curve_and_report(tmp_path):
-    summary = run_demo(tmp_path / "runs", tmp_path / "out", steps=3)
+    summary = run_demo(tmp_path / "runs", tmp_path / "out", steps=3, exports=tmp_path / "exp")
     out = tmp_path / "out"
     report = (out / "report.md").read_text()
     assert "IoU, output shape vs bounding square" in report and "translations.png" in report
@@ -21,5 +21,10 @@ def test_demo_writes_translations_curve_and_report(tmp_path):
     assert recorded["metrics"]["images"] == 64
     assert summary["checkpoint"].endswith("step_000003.safetensors")
     # Running it again finds the finished run and does not train again.
-    again = run_demo(tmp_path / "runs", tmp_path / "out", steps=3)
+    again = run_demo(tmp_path / "runs", tmp_path / "out", steps=3, exports=tmp_path / "exp")
     assert again["checkpoint"] == summary["checkpoint"]
+    # The export step ran, passed its parity gate and its table is in the report.
+    assert "| model.fp16.onnx | fp16 | translation |" in report
+    artifacts = recorded["export"]["artifacts"]
+    assert set(artifacts) == {"onnx", "onnx_fp16", "aoti", "triton"}
+    assert all(facts["passed"] for key, facts in artifacts.items() if key != "triton")
