@@ -90,9 +90,9 @@ Rows: held-out input, mask (channel mean; red adds, blue removes), output = clam
 | IoU, input shape vs bounding square (a perfect circle: 0.785) | {m['iou_input']:.3f} |
 | IoU, output shape vs bounding square (a perfect square: 1.0) | {m['iou_output']:.3f} |
 | corner fill: share of square-minus-circle pixels turned into shape | {m['corner_fill']:.3f} |
-| mean mask magnitude, mean |m| | {m['mask_mean_abs']:.4f} |
-| mask area: pixels with |m| > 0.1 | {m['mask_area']:.3f} |
-| mean change, mean |y - x| | {m['change_mean_abs']:.4f} |
+| mean mask magnitude, mean abs(m) | {m['mask_mean_abs']:.4f} |
+| mask area: pixels with max abs(m) over channels > 0.1 | {m['mask_area']:.3f} |
+| mean change, mean abs(y - x) | {m['change_mean_abs']:.4f} |
 
 Verdict: {verdict}.
 

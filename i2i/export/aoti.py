@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def export_aoti(module: nn.Module, spec: ModelSpec, path: Path, batch: tuple[int
         shapes = {name: {0: dim} for name in inputs}
     else:
         shapes = None                         # min == max: a static batch, traced as is
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch's own pytree code warns about its own deprecated LeafSpec; nothing to act on.
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec")
         program = torch.export.export(model, (), kwargs=inputs, dynamic_shapes=shapes)
 
     facts = {"inputs": [t.name for t in spec.inputs], "outputs": [t.name for t in spec.outputs],
