@@ -1,0 +1,97 @@
+"""Offline batch translation of a folder through the same engine and batcher as the server.
+
+    i2i-serve --export exports/additive --input-dir photos/ --output-dir out/ [--masks]
+
+Outputs are PNGs at each input's size named after it (`cat.jpg` -> `cat.png`, and
+`cat.mask.png` with --masks). Unreadable files are reported and skipped while the rest
+complete; a re-run skips every input whose outputs already exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import images
+from .batcher import Batcher, BatcherError
+from .protocol import ProtocolError
+
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+@dataclass
+class JobReport:
+    translated: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)          # outputs already there
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def output_names(inputs: list[Path]) -> dict[Path, str]:
+    """Input -> output stem; the full file name where two inputs share a stem."""
+    stems: dict[str, int] = {}
+    for p in inputs:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    return {p: p.stem if stems[p.stem] == 1 else p.name for p in inputs}
+
+
+def translate_folder(engine, input_dir: Path, output_dir: Path, masks: bool = False,
+                     max_batch: int = 8, max_delay_ms: float = 5.0,
+                     max_pixels: int = images.DEFAULT_MAX_PIXELS,
+                     progress: bool = True) -> JobReport:
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"input folder {input_dir} does not exist")
+    files = sorted(p for p in input_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_run(engine, files, output_dir, masks, max_batch, max_delay_ms,
+                            max_pixels, progress))
+
+
+async def _run(engine, files, output_dir, masks, max_batch, max_delay_ms, max_pixels,
+               progress) -> JobReport:
+    report = JobReport()
+    spec = engine.spec
+    size = spec.size or spec.default_size
+    if len(spec.inputs) != 1:
+        raise ValueError(f"folder translation takes one image per input; {spec.model} needs "
+                         f"{[t.name for t in spec.inputs]}")
+    batcher = Batcher(engine.run, min(max_batch, spec.max_batch_size), max_delay_ms,
+                      max_queue=4 * max_batch + 8, default_timeout_ms=None)
+    await batcher.start()
+    names = output_names(files)
+    limit = asyncio.Semaphore(2 * max_batch)
+    bar = tqdm(total=len(files), desc="translating", disable=not progress, unit="img")
+
+    async def one(path: Path) -> None:
+        out = output_dir / f"{names[path]}.png"
+        mask_out = output_dir / f"{names[path]}.mask.png"
+        if out.exists() and (not masks or mask_out.exists()):
+            report.skipped.append(path)
+            bar.update()
+            return
+        async with limit:
+            try:
+                if path.suffix.lower() not in EXTENSIONS:
+                    raise ProtocolError(f"not an image file ({path.suffix or 'no extension'})")
+                picture = images.decode(path.read_bytes(), max_pixels, path.name)
+                x = images.to_tensor(picture, size)[None]
+                result = await batcher.submit({spec.inputs[0].name: x})
+                out.write_bytes(images.to_png(result["translation"][0], picture.size))
+                if masks and "mask" in result:
+                    mask_out.write_bytes(images.mask_png(result["mask"][0], picture.size))
+                report.translated.append(path)
+            except (ProtocolError, BatcherError, OSError) as err:
+                report.failed.append((path, str(err)))
+                tqdm.write(f"skipped {path}: {err}")
+            finally:
+                bar.update()
+
+    try:
+        await asyncio.gather(*(one(p) for p in files))
+    finally:
+        bar.close()
+        await batcher.stop(drain=True)
+    return report

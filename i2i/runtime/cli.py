@@ -1,0 +1,103 @@
+"""i2i-serve: serve a model over HTTP (KServe v2 + /v1/translate), or translate a folder."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  i2i-serve --export exports/additive                      # onnxruntime engine on 127.0.0.1:8000
+  i2i-serve --checkpoint runs/x/checkpoints/step_001000.safetensors --engine eager
+  i2i-serve --export exports/additive --input-dir in/ --output-dir out/ --masks"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="i2i-serve", epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="Serve an i2i model or translate a folder.")
+    p.add_argument("--export", type=Path, help="an i2i-export folder (with manifest.json)")
+    p.add_argument("--checkpoint", type=Path, help="an i2i checkpoint (.safetensors)")
+    p.add_argument("--engine", help="eager, fused, onnxruntime, tensorrt or aoti (default: "
+                                    "onnxruntime with --export, eager with --checkpoint)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"],
+                   help="auto: fp16 for fused on a GPU and for tensorrt, fp32 otherwise")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--max-delay-ms", type=float, default=5.0)
+    p.add_argument("--max-queue", type=int, default=256)
+    p.add_argument("--timeout-ms", type=float, default=30_000.0)
+    p.add_argument("--api-key", default=os.environ.get("I2I_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default: $I2I_API_KEY, if set)")
+    p.add_argument("--max-body-mb", type=float, default=64.0)
+    p.add_argument("--max-pixels", type=int, default=4096 * 4096)
+    p.add_argument("--input-dir", type=Path, help="translate this folder instead of serving")
+    p.add_argument("--output-dir", type=Path, help="where --input-dir's translations go")
+    p.add_argument("--masks", action="store_true", help="with --input-dir: also write masks")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def open_from_args(args):
+    from .engines import open_engine
+    if not args.export and not args.checkpoint:
+        raise ValueError("give --export DIR or --checkpoint PATH")
+    engine = args.engine or ("onnxruntime" if args.export else "eager")
+    return open_engine(engine, export_dir=args.export, checkpoint=args.checkpoint,
+                       device=args.device, precision=args.precision,
+                       max_batch_size=args.max_batch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from ..models import CheckpointError
+    try:
+        if bool(args.input_dir) != bool(args.output_dir):
+            raise ValueError("--input-dir and --output-dir go together")
+        engine = open_from_args(args)
+    except (ValueError, FileNotFoundError, RuntimeError, CheckpointError) as err:
+        print(f"i2i-serve: error: {err}", file=sys.stderr)
+        return 2
+    if args.input_dir:
+        from .batch_job import translate_folder
+        try:
+            report = translate_folder(engine, args.input_dir, args.output_dir, args.masks,
+                                      max_batch=min(args.max_batch, 16),
+                                      max_delay_ms=args.max_delay_ms,
+                                      max_pixels=args.max_pixels, progress=args.progress)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"i2i-serve: error: {err}", file=sys.stderr)
+            return 2
+        print(f"translated {len(report.translated)}, already done {len(report.skipped)}, "
+              f"failed {len(report.failed)}")
+        for path, reason in report.failed:
+            print(f"  failed {path}: {reason}")
+        return 1 if report.failed and not (report.translated or report.skipped) else 0
+    import uvicorn
+
+    from .server import ServerConfig, create_app
+    config = ServerConfig(max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+                          max_queue=args.max_queue, timeout_ms=args.timeout_ms,
+                          api_key=args.api_key, max_body_bytes=int(args.max_body_mb * 2**20),
+                          max_pixels=args.max_pixels)
+    app = create_app(engine, config)
+    print(f"serving {engine.spec.model} ({engine.name}) on http://{args.host}:{args.port}",
+          flush=True)
+    # uvicorn stops accepting on SIGTERM/SIGINT, lets running requests finish, then runs the
+    # app's shutdown, which drains the batcher's queue. Afterwards it re-raises the signal it
+    # caught; this handler turns that SIGTERM into a clean exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                timeout_graceful_shutdown=60)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

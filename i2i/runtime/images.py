@@ -1,0 +1,79 @@
+"""Pictures in and out of the runtime: decoding uploads safely, resizing to the model and back.
+
+Decoding checks the format and the pixel count from the file header BEFORE decoding, so a
+decompression bomb is refused without allocating it. Outputs are PNG at the input's size.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .protocol import ProtocolError
+
+FORMATS = {"PNG", "JPEG", "WEBP"}
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image"
+           ) -> Image.Image:
+    """RGB image from PNG/JPEG/WebP bytes; ProtocolError (400/413/415) for anything else."""
+    if not data:
+        raise ProtocolError(f"{what} is empty: send a PNG, JPEG or WebP file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombWarning as err:
+        raise ProtocolError(f"{what} is too large: {err}", status=413) from err
+    except UnidentifiedImageError as err:
+        raise ProtocolError(f"{what} is not a PNG, JPEG or WebP image (unrecognised content)",
+                            status=415) from err
+    except Exception as err:                 # PIL raises OSError, ValueError, ...
+        raise ProtocolError(f"{what} is not a PNG, JPEG or WebP image ({err})",
+                            status=415) from err
+    if img.format not in FORMATS:
+        raise ProtocolError(f"{what} is {img.format}; send PNG, JPEG or WebP", status=415)
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ProtocolError(f"{what} is {width}x{height} = {width * height} pixels; the limit "
+                            f"is {max_pixels}", status=413)
+    try:
+        img.load()
+    except Exception as err:                 # truncated or corrupt data
+        raise ProtocolError(f"{what} could not be decoded ({err}); is the file complete?"
+                            ) from err
+    return img.convert("RGB")
+
+
+def to_tensor(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """(3, H, W) float32 in [-1, 1] at the model's size (bicubic, as the reference tests)."""
+    resized = img.resize((size[1], size[0]), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+
+
+def to_png(t: torch.Tensor, size: tuple[int, int]) -> bytes:
+    """(3, h, w) in [-1, 1] -> PNG bytes resized to `size` = (width, height)."""
+    array = ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
+    img = Image.fromarray(array.permute(1, 2, 0).cpu().numpy()).resize(size, Image.BICUBIC)
+    return png_bytes(img)
+
+
+def mask_png(m: torch.Tensor, size: tuple[int, int]) -> bytes:
+    """(C, h, w) mask in [-1, 1] -> a diverging picture: red adds, blue removes, white 0."""
+    v = m.detach().float().mean(0).clamp(-1, 1).cpu().numpy()          # (h, w)
+    pos, neg = np.clip(v, 0, 1)[..., None], np.clip(-v, 0, 1)[..., None]
+    white = np.ones(v.shape + (3,))
+    rgb = white - pos * np.array([0.0, 0.85, 0.85]) - neg * np.array([0.85, 0.85, 0.0])
+    img = Image.fromarray((rgb * 255).round().astype(np.uint8)).resize(size, Image.NEAREST)
+    return png_bytes(img)
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
