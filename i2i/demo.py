@@ -49,10 +49,13 @@ def run_demo(runs: Path, out: Path, steps: int = DEMO_STEPS, exports: Path | Non
         build(checkpoint, ExportOptions(out=export_dir, formats=("onnx", "aoti", "triton"),
                                         fp16=True, batch=(1, 8, 32)))
     export_seconds = time.perf_counter() - started
+    from .demo_serve import serve_demo
+    served = serve_demo(export_dir, images, out)
     summary = {"checkpoint": str(checkpoint), "steps": steps, "train_seconds": train_seconds,
                "metrics": metrics.to_dict(), "machine": sysinfo.machine(), "options": DEMO,
                "export": {"dir": str(export_dir), "seconds": export_seconds,
-                          "artifacts": read_manifest(export_dir)["artifacts"]}}
+                          "artifacts": read_manifest(export_dir)["artifacts"]},
+               "serving": served}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report(summary))
     return summary
@@ -104,6 +107,23 @@ Each artifact against eager fp32 PyTorch on the same inputs (held-out shapes and
 thresholds: fp32 max abs error <= 1e-4, fp16 PSNR >= 40 dB.
 
 {parity_table(s['export']['artifacts'])}
+
+## Serving
+
+The exported model served in-process by i2i-serve's app (onnxruntime engine, max batch 16,
+5 ms batch window): {s['serving']['requests']} held-out images sent as concurrent KServe v2
+requests from {s['serving']['clients']} tritonclient workers, and 8 as PNG uploads to
+/v1/translate.
+
+| measure | value |
+|---|---|
+| largest difference from a direct engine call | {s['serving']['max_abs_vs_engine']:.2e} |
+| latency p50 / p99 | {s['serving']['p50_ms']:.1f} ms / {s['serving']['p99_ms']:.1f} ms |
+| batches run / mean batch size | {s['serving']['batches']:.0f} / {s['serving']['mean_batch']:.2f} |
+
+![served](served.png)
+
+Top: inputs; bottom: the PNGs /v1/translate returned.
 """
 
 

@@ -28,3 +28,8 @@ def test_demo_writes_translations_curve_and_report(tmp_path):
     artifacts = recorded["export"]["artifacts"]
     assert set(artifacts) == {"onnx", "onnx_fp16", "aoti", "triton"}
     assert all(facts["passed"] for key, facts in artifacts.items() if key != "triton")
+    # The serving step answered every request like the engine does, in batches.
+    serving = recorded["serving"]
+    assert serving["requests"] == 64 and serving["max_abs_vs_engine"] < 1e-5
+    assert serving["batches"] >= 1 and serving["mean_batch"] >= 1.0
+    assert Image.open(out / "served.png").width > 0 and "## Serving" in report
