@@ -235,6 +235,14 @@ class ImageFolder:
         return len(self.paths)
 
 
+def _init_folder_data(data, root: Path | str, size: int, split: str, cache_bytes: int) -> None:
+    """The settings both folder layouts share: root, size, split, resize target and cache."""
+    data.root, data.size, data.split = _check_root(root), int(size), _check_split(split, size)
+    data.train = split == "train"
+    data._side = load_size(data.size) if data.train else data.size  # resize target L
+    data._cache = _Cache(cache_bytes)
+
+
 class UnalignedFolders:
     """CycleGAN layout: root/{split}A and root/{split}B, unpaired; B is drawn independently."""
 
@@ -243,10 +251,7 @@ class UnalignedFolders:
     def __init__(
         self, root: Path | str, size: int, split: str = "train", *, cache_bytes: int = CACHE_BYTES
     ) -> None:
-        self.root, self.size, self.split = _check_root(root), int(size), _check_split(split, size)
-        self.train = split == "train"
-        self._side = load_size(self.size) if self.train else self.size  # resize target L
-        self._cache = _Cache(cache_bytes)
+        _init_folder_data(self, root, size, split, cache_bytes)
         self.paths_a = self._scan_folder("A")
         self.paths_b = self._scan_folder("B")
 
@@ -307,10 +312,7 @@ class AlignedFolder:
     def __init__(
         self, root: Path | str, size: int, split: str = "train", *, cache_bytes: int = CACHE_BYTES
     ) -> None:
-        self.root, self.size, self.split = _check_root(root), int(size), _check_split(split, size)
-        self.train = split == "train"
-        self._side = load_size(self.size) if self.train else self.size  # resize target L
-        self._cache = _Cache(cache_bytes)
+        _init_folder_data(self, root, size, split, cache_bytes)
         folder = self.root / split
         layout = _ALIGNED_LAYOUT.format(s=split)
         if not folder.is_dir():
