@@ -27,6 +27,7 @@ from i2i.models import (
 TINY = {
     "additive": {"ngf": 4, "n_blocks": 1, "strength": 0.6},
     "cyclegan": {"ngf": 4, "n_blocks": 2},
+    "lomit": {"ngf": 4, "style_dim": 4, "n_res": 1, "mlp_dim": 8, "mask_layers": 2},
     "pix2pix": {"ngf": 4, "depth": 5},
 }
 
@@ -54,10 +55,14 @@ def size_for(name: str, config: object) -> int:
     return max(16, get_entry(name).spec(config).size_multiple)
 
 
-def outputs(module: nn.Module, size: int, seed: int = 1) -> dict[str, torch.Tensor]:
-    images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+def outputs(name: str, module: nn.Module, size: int, seed: int = 1) -> dict[str, torch.Tensor]:
+    """The module's outputs for one random image per spec input (lomit: image and exemplar)."""
+    spec = get_entry(name).spec(module.config)
+    generator = torch.Generator().manual_seed(seed)
+    inputs = {i.name: torch.rand(2, i.shape[1], size, size, generator=generator) * 2 - 1
+              for i in spec.inputs}
     with torch.no_grad():
-        return module(images)
+        return module(**inputs)
 
 
 def write_raw(path: Path, tensors: dict[str, torch.Tensor], document: dict | None) -> Path:
@@ -96,7 +101,7 @@ def test_save_then_load_round_trips(name: str, tmp_path: Path) -> None:
     for key, value in module.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     size = size_for(name, config)
-    expected, got = outputs(module, size), outputs(loaded, size)
+    expected, got = outputs(name, module, size), outputs(name, loaded, size)
     assert list(got) == list(expected)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], atol=0, rtol=0)

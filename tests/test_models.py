@@ -15,6 +15,7 @@ from i2i.models.discriminators import DCGAN64, PatchGAN
 TINY = {
     "additive": {"ngf": 4, "n_blocks": 1, "strength": 0.7},
     "cyclegan": {"ngf": 4, "n_blocks": 2},
+    "lomit": {"ngf": 4, "style_dim": 4, "n_res": 1, "mlp_dim": 8, "mask_layers": 2},
     "pix2pix": {"ngf": 4, "depth": 5},
 }
 
@@ -56,27 +57,42 @@ def test_every_registry_model_has_a_tiny_configuration() -> None:
     assert sorted(TINY) == sorted(MODELS)
 
 
+def spec_inputs(spec, n: int, height: int, width: int) -> dict[str, torch.Tensor]:
+    """One random tensor per spec input, with its channel count, spanning its range."""
+    inputs = {}
+    for seed, tensor_spec in enumerate(spec.inputs, start=1):
+        low, high = tensor_spec.range
+        unit = (random_images(n, tensor_spec.shape[1], height, width, seed) + 1) / 2
+        inputs[tensor_spec.name] = low + (high - low) * unit
+    return inputs
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_registry_model_contract(name: str) -> None:
     model, spec = tiny_model(name)
     height, width = allowed_size(spec)
     spec.check_size(height, width)
-    images = random_images(2, spec.channels, height, width)
+    inputs = spec_inputs(spec, 2, height, width)
     with torch.no_grad():
-        batched = model(images)
-        singles = [model(images[i:i + 1]) for i in range(2)]
+        batched = model(**inputs)
+        singles = [model(**{k: v[i:i + 1] for k, v in inputs.items()}) for i in range(2)]
 
     output_names = [o.name for o in spec.outputs]
-    input_names = {i.name for i in spec.inputs}
+    input_names = [i.name for i in spec.inputs]
     assert list(batched) == output_names
-    assert not input_names & set(output_names), "an output reuses an input name"
-    assert len(spec.inputs) == 1 and spec.inputs[0].shape[1] == spec.channels
+    assert not set(input_names) & set(output_names), "an output reuses an input name"
+    assert input_names[0] == "image" and len(set(input_names)) == len(input_names)
+    for tensor_spec in spec.inputs:
+        assert tensor_spec.shape == (-1, spec.channels, -1, -1), tensor_spec.name
     for out in spec.outputs:
         y = batched[out.name]
-        assert y.shape == (2, spec.channels, height, width), out.name
+        channels = out.shape[1]
+        assert channels in (1, spec.channels), out.name
+        assert y.shape == (2, channels, height, width), out.name
         assert y.dtype == torch.float32
         assert torch.isfinite(y).all()
-        assert y.min() >= -1.0 and y.max() <= 1.0, out.name
+        low, high = out.range
+        assert y.min() >= low and y.max() <= high, out.name
         assert y.std() > 0, f"{out.name} is constant"
         single = torch.cat([s[out.name] for s in singles])
         torch.testing.assert_close(y, single, atol=1e-5, rtol=0)

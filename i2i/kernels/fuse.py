@@ -4,6 +4,7 @@ The swapped modules reuse the original convolutions (same parameters, same state
 - ConvNormReLU (stem, downsampling, upsampling): instance norm + ReLU -> instance_norm_act
 - ResidualBlock: both norms -> instance_norm_act, the second with the skip added in the kernel
 - AddMask (the additive model's output step) -> add_mask_clamp
+- HAdaIN (LOMIT's instance norm + foreground/background style blend) -> instance_norm_hadain
 
 The fused modules are for inference: they ignore dropout, as eval mode does.
 """
@@ -14,9 +15,11 @@ import torch
 from torch import nn
 
 from ..models.additive import AddMask
+from ..models.lomit import HAdaIN
 from ..models.resnet import ConvNormReLU, ResidualBlock
 from . import add_mask_clamp as _amc  # noqa: F401 - registers torch.ops.i2i.add_mask_clamp
 from . import instance_norm_act as _ina  # noqa: F401 - registers torch.ops.i2i.instance_norm_act
+from . import instance_norm_hadain as _inh  # noqa: F401 - registers the instance_norm_hadain op
 
 
 def _eps(norm: nn.InstanceNorm2d) -> float:
@@ -54,10 +57,24 @@ class FusedAddMask(nn.Module):
         return torch.ops.i2i.add_mask_clamp(image, logits, float(strength))
 
 
+class FusedHAdaIN(nn.Module):
+    def __init__(self, original: HAdaIN):
+        super().__init__()
+        self.eps = float(original.eps)
+
+    def forward(self, c: torch.Tensor, mask: torch.Tensor, gamma_fg: torch.Tensor,
+                beta_fg: torch.Tensor, gamma_bg: torch.Tensor, beta_bg: torch.Tensor
+                ) -> torch.Tensor:
+        # c (N, C, h, w); mask (N, 1, h, w) at c's resolution; styles (N, C)
+        return torch.ops.i2i.instance_norm_hadain(c, mask, gamma_fg, beta_fg, gamma_bg, beta_bg,
+                                                  eps=self.eps)
+
+
 SWAPS: dict[type, type] = {
     ConvNormReLU: FusedConvNormReLU,
     ResidualBlock: FusedResidualBlock,
     AddMask: lambda original: FusedAddMask(),
+    HAdaIN: FusedHAdaIN,
 }
 
 

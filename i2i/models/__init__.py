@@ -17,6 +17,7 @@ from torch import nn
 from .additive import AdditiveConfig, AdditiveTranslator, additive_spec
 from .checkpoint import CheckpointError, read_checkpoint, read_document, save_checkpoint
 from .cyclegan import CycleGANConfig, CycleGANTranslator, cyclegan_spec
+from .lomit import LomitConfig, LomitTranslator, lomit_spec
 from .pix2pix import Pix2PixConfig, Pix2PixTranslator, pix2pix_spec
 from .spec import ModelSpec, TensorSpec
 
@@ -31,6 +32,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "additive": ModelEntry(AdditiveConfig, AdditiveTranslator, additive_spec),
     "cyclegan": ModelEntry(CycleGANConfig, CycleGANTranslator, cyclegan_spec),
+    "lomit": ModelEntry(LomitConfig, LomitTranslator, lomit_spec),
     "pix2pix": ModelEntry(Pix2PixConfig, Pix2PixTranslator, pix2pix_spec),
 }
 
