@@ -49,7 +49,7 @@ def parse_infer(body: bytes, header_length: str | None, expected: dict[str, tupl
             raise ProtocolError(f"unknown input {name!r}; this model takes "
                                 f"{sorted(expected)}")
         _check_shape(name, array.shape, expected[name])
-        inputs[name] = torch.from_numpy(array.astype(np.float32, copy=False))
+        inputs[name] = torch.from_numpy(np.array(array, dtype=np.float32))   # own, writable
     if offset != len(blobs):
         raise ProtocolError(f"binary data holds {len(blobs)} bytes but the inputs declare "
                             f"{offset}")
