@@ -64,7 +64,7 @@ class ShapeMeta:
 
     def bounding_square(self, size: int) -> torch.Tensor:
         """(size, size) bool: pixels whose centre lies in the square of half-side `radius`."""
-        dx, dy = _offsets(size, self.center)  # (1, size), (size, 1)
+        dx, dy = offsets(size, self.center)  # (1, size), (size, 1)
         inside = (np.abs(dx) <= self.radius) & (np.abs(dy) <= self.radius)  # (size, size)
         return torch.from_numpy(inside)
 
@@ -74,7 +74,7 @@ class ShapeMeta:
         The distance is Euclidean for circles and Chebyshev for squares, so the square of half-side
         r and the circle of radius r share the same soft-edge profile across their boundary.
         """
-        dx, dy = _offsets(size, self.center)
+        dx, dy = offsets(size, self.center)
         if self.shape == "circle":
             dist = np.sqrt(dx * dx + dy * dy)
         elif self.shape == "square":
@@ -91,7 +91,19 @@ class ShapeMeta:
         return bg + cov * (fg - bg)
 
 
-def _offsets(size: int, center: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def check_settings(size: int, split: str, length: int, noise: float) -> None:
+    """ValueError for settings no synthetic set can take (shared by every generator here)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    if size < MIN_SIZE:
+        raise ValueError(f"synthetic images need size >= {MIN_SIZE}, got {size}")
+    if length < 1:
+        raise ValueError(f"length must be >= 1, got {length}")
+    if noise < 0:
+        raise ValueError(f"noise is a standard deviation and must be >= 0, got {noise}")
+
+
+def offsets(size: int, center: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre offsets from `center`: dx (1, size) over columns, dy (size, 1) over rows."""
     coords = np.arange(size, dtype=np.float64) + 0.5  # pixel centres sit at index + 0.5
     return (coords - center[0])[None, :], (coords - center[1])[:, None]
@@ -132,14 +144,7 @@ class SyntheticShapes:
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"unknown synthetic task {task!r}; known: {', '.join(TASKS)}")
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
-        if size < MIN_SIZE:
-            raise ValueError(f"synthetic images need size >= {MIN_SIZE}, got {size}")
-        if length < 1:
-            raise ValueError(f"length must be >= 1, got {length}")
-        if noise < 0:
-            raise ValueError(f"noise is a standard deviation and must be >= 0, got {noise}")
+        check_settings(size, split, length, noise)
         self.task, self.size, self.split = task, int(size), split
         self.paired, self.seed, self.length = bool(paired), int(seed), int(length)
         self.noise = float(noise)

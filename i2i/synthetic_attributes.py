@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from i2i.synthetic import SPLITS, stable_seed
+from i2i.synthetic import SPLITS, check_settings, offsets, stable_seed
 
 # Attribute name -> value names; a label is the index of its value name (0 or 1).
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -67,7 +67,7 @@ class AttributeMeta:
 
         Same rule as i2i.synthetic: clip(radius - distance + 0.5, 0, 1) from each pixel centre.
         """
-        dx, dy = _offsets(size, self.center)  # (1, size), (size, 1)
+        dx, dy = offsets(size, self.center)  # (1, size), (size, 1)
         dist = np.sqrt(dx * dx + dy * dy)  # (size, size)
         return np.clip(self.radius - dist + 0.5, 0.0, 1.0)
 
@@ -112,12 +112,6 @@ class _Scene:
     stripe_phase: float
 
 
-def _offsets(size: int, center: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre offsets from `center`: dx (1, size) over columns, dy (size, 1) over rows."""
-    coords = np.arange(size, dtype=np.float64) + 0.5  # pixel centres sit at index + 0.5
-    return (coords - center[0])[None, :], (coords - center[1])[:, None]
-
-
 def _label_value(attribute: str, value: int | str) -> int:
     """Validate one attribute value given as its index or its name; returns the index."""
     if attribute not in ATTRIBUTES:
@@ -144,14 +138,7 @@ class AttributeShapes:
         length: int = 1000,
         noise: float = 0.03,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
-        if size < MIN_SIZE:
-            raise ValueError(f"synthetic images need size >= {MIN_SIZE}, got {size}")
-        if length < 1:
-            raise ValueError(f"length must be >= 1, got {length}")
-        if noise < 0:
-            raise ValueError(f"noise is a standard deviation and must be >= 0, got {noise}")
+        check_settings(size, split, length, noise)
         self.size, self.split, self.seed = int(size), split, int(seed)
         self.length, self.noise = int(length), float(noise)
 
