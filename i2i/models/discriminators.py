@@ -56,3 +56,37 @@ class DCGAN64(nn.Module):
             raise ValueError(f"DCGAN64 takes 64x64 images, got {tuple(x.shape[-2:])}; "
                              "use the PatchGAN discriminator for other sizes")
         return self.net(x)
+
+
+class ClassifyingCritic(nn.Module):
+    """StarGAN-style critic with an auxiliary domain classifier (LOMIT's discriminator).
+
+    `layers` conv4 s2 layers (ndf, 2 ndf, ... at most 32 ndf), LeakyReLU 0.01, no norm (the
+    gradient penalty is per sample). Two heads on the shared trunk: `source` (conv3, one
+    real/fake score per patch) and `classes` (a conv over the whole remaining map, one logit
+    per attribute). forward(x) -> (scores (N, 1, h, w), logits (N, n_labels)).
+    """
+
+    def __init__(self, size: int, n_labels: int, in_channels: int = 3, ndf: int = 64,
+                 layers: int = 6):
+        super().__init__()
+        if layers < 1 or size % (2 ** layers):
+            raise ValueError(f"the critic's {layers} halvings need a size divisible by "
+                             f"{2 ** layers}, got {size}")
+        trunk: list[nn.Module] = []
+        channels = in_channels
+        for i in range(layers):
+            out = ndf * min(2 ** i, 32)
+            trunk += [nn.Conv2d(channels, out, 4, 2, 1), nn.LeakyReLU(0.01)]
+            channels = out
+        self.trunk = nn.Sequential(*trunk)
+        self.source = nn.Conv2d(channels, 1, 3, 1, 1, bias=False)
+        self.classes = nn.Conv2d(channels, n_labels, size // 2 ** layers, bias=False)
+        self.size = size
+
+    def forward(self, x):
+        if x.shape[-2:] != (self.size, self.size):
+            raise ValueError(f"this critic was built for {self.size}x{self.size} images, got "
+                             f"{tuple(x.shape[-2:])}")
+        h = self.trunk(x)
+        return self.source(h), self.classes(h).flatten(1)

@@ -17,11 +17,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="i2i-train", epilog=EXAMPLE,
                                 description="Train an i2i translator and write checkpoints.")
     d = TrainOptions(out="")
-    p.add_argument("--model", default=d.model, help="additive, cyclegan or pix2pix")
+    p.add_argument("--model", default=d.model, help="additive, cyclegan, pix2pix or lomit")
     p.add_argument("--data", default=d.data,
                    help="synthetic:circle2square | synthetic:square2circle | a folder in the "
                         "CycleGAN layout (trainA/trainB), or root/train with A|B pairs for "
-                        "pix2pix and --supervised")
+                        "pix2pix and --supervised; lomit also takes synthetic:attributes"
+                        "[:object_color|background] (labelled two-attribute scenes)")
     p.add_argument("--supervised", action="store_true",
                    help="additive only: one generator trained with L1 to paired targets")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
@@ -30,19 +31,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=d.steps, help="total optimisation steps")
     p.add_argument("--stop-after", type=int, default=None,
                    help="end this invocation at that step; continue later with --resume")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="default 16 (lomit: 8, as its paper)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--lambda-r", type=float, default=None,
                    help="additive: weight of the L1 mask penalty (default 1.0, supervised 0.01)")
     p.add_argument("--ngf", type=int, default=d.ngf, help="generator width")
-    p.add_argument("--n-blocks", type=int, default=d.n_blocks, help="ResNet blocks (6 or 9)")
+    p.add_argument("--n-blocks", type=int, default=d.n_blocks,
+                   help="ResNet blocks (default 9; lomit: residual blocks in its content "
+                        "encoder and decoder, default 4)")
     p.add_argument("--depth", type=int, default=None,
                    help="pix2pix U-Net depth (8 = unet_256, 7 = unet_128; default from --size)")
     p.add_argument("--ndf", type=int, default=d.ndf, help="discriminator width")
     p.add_argument("--disc", default=d.disc, choices=["patch", "dcgan"],
                    help="discriminator for additive/cyclegan (dcgan needs --size 64)")
     p.add_argument("--disc-layers", type=int, default=d.disc_layers)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=d.lr, help="default 2e-4 (lomit: 1e-4)")
     p.add_argument("--decay-start", type=float, default=d.decay_start,
                    help="fraction of the steps after which the lr decays linearly to 0")
     p.add_argument("--sample-every", type=int, default=d.sample_every)
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         get_entry(args["model"])
         options = TrainOptions(**args)
-        _check(options)
+        _check(options.resolved())
         final = train(options, resume=resume)
     except (UnknownModelError, DataError, CheckpointError, FileExistsError, ValueError) as err:
         print(f"i2i-train: error: {err}", file=sys.stderr)

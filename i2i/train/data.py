@@ -24,11 +24,13 @@ import torch
 from PIL import Image
 
 from ..synthetic import TASKS, SyntheticShapes, stable_seed
+from ..synthetic_attributes import ATTRIBUTES, AttributeShapes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 LOAD_SCALE = 286 / 256  # train-time resize before the random crop, as in the reference recipe
 CACHE_BYTES = 1 << 30  # decoded, resized images kept in memory per dataset
 SYNTHETIC_PREFIX = "synthetic:"
+ATTRIBUTES_TASK = "attributes"  # synthetic:attributes[:name,...]: labelled two-attribute scenes
 
 # Streams mixed into seeds so A order, B order and augmentation never share random numbers.
 _STREAM_A, _STREAM_B, _STREAM_AUG = 0, 1, 2
@@ -397,18 +399,99 @@ class SyntheticData:
         }
 
 
-def open_data(spec: str, size: int, paired: bool, split: str = "train", seed: int = 0) -> BatchData:
+class AttributeData:
+    """Labelled pairs for exemplar models from the two-attribute scenes (i2i.synthetic_attributes).
+
+    batch() gives {"A": inputs, "B": exemplars, "label_A", "label_B"}: inputs and exemplars are
+    drawn independently (each attribute value is random per image), and the labels hold one
+    column per attribute in `labels`, 0. or 1. (the index of the value name).
+    """
+
+    paired = False
+
+    def __init__(self, size: int, labels: tuple[str, ...] = tuple(ATTRIBUTES), seed: int = 0,
+                 split: str = "train", length: int = 1000, noise: float = 0.03) -> None:
+        unknown = [name for name in labels if name not in ATTRIBUTES]
+        if unknown or not labels or len(set(labels)) != len(labels):
+            raise DataError(f"synthetic:{ATTRIBUTES_TASK} takes distinct attribute names from "
+                            f"{', '.join(ATTRIBUTES)}; got {', '.join(labels) or 'none'}")
+        try:
+            self.scenes = AttributeShapes(size, split, seed, length, noise)
+        except ValueError as exc:
+            raise DataError(str(exc)) from exc
+        self.labels = tuple(labels)
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def describe(self) -> dict:
+        return {**self.scenes.describe(), "labels": list(self.labels)}
+
+    def batch(self, step: int, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
+        n = len(self.scenes)
+        out = {}
+        for key, stream in (("A", _STREAM_A), ("B", _STREAM_B)):
+            images, labels = [], []
+            for index in batch_indices(n, step, batch_size, seed, stream):
+                image, meta = self.scenes.sample(index)
+                images.append(image)
+                labels.append([float(meta.labels[name]) for name in self.labels])
+            out[key], out[f"label_{key}"] = torch.stack(images), torch.tensor(labels)
+        return out
+
+
+class DomainLabels:
+    """Any unpaired A/B data as labelled pairs: A images are label 0, B images label 1."""
+
+    paired = False
+    labels = ("domain",)
+
+    def __init__(self, data: BatchData) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def describe(self) -> dict:
+        return {**self.data.describe(), "labels": ["domain"]}
+
+    def batch(self, step: int, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
+        out = self.data.batch(step, batch_size, seed)
+        out["label_A"] = torch.zeros(out["A"].shape[0], 1)
+        out["label_B"] = torch.ones(out["B"].shape[0], 1)
+        return out
+
+
+def _attribute_data(task: str, size: int, split: str, seed: int) -> AttributeData:
+    """"attributes" -> every attribute as a label; "attributes:object_color" -> that one."""
+    names = task.partition(":")[2]
+    labels = tuple(names.split(",")) if names else tuple(ATTRIBUTES)
+    return AttributeData(size, labels, seed=seed, split=split)
+
+
+def open_data(spec: str, size: int, paired: bool, split: str = "train", seed: int = 0,
+              labelled: bool = False) -> BatchData:
     """A dataset following the batch protocol, from "synthetic:<task>" or a folder path.
 
     Folders: paired=True reads the pix2pix layout (AlignedFolder), paired=False the CycleGAN
     layout (UnalignedFolders). `seed` seeds synthetic images; folder data ignore it.
+    labelled=True (exemplar models) adds "label_A"/"label_B": the scenes' attributes for
+    synthetic:attributes, otherwise the domain (A = 0, B = 1).
     """
     if spec.startswith(SYNTHETIC_PREFIX):
         task = spec[len(SYNTHETIC_PREFIX) :]
+        if task == ATTRIBUTES_TASK or task.startswith(ATTRIBUTES_TASK + ":"):
+            if not labelled:
+                raise DataError(f"{spec} holds labelled scenes for exemplar models (lomit); "
+                                f"use {SYNTHETIC_PREFIX}{next(iter(TASKS))} for this model")
+            return _attribute_data(task, size, split, seed)
         if task not in TASKS:
-            known = ", ".join(SYNTHETIC_PREFIX + t for t in TASKS)
+            known = ", ".join([SYNTHETIC_PREFIX + t for t in TASKS]
+                              + [f"{SYNTHETIC_PREFIX}{ATTRIBUTES_TASK}[:attribute,...]"])
             raise DataError(f"unknown synthetic data {spec!r}; known: {known}")
-        return SyntheticData(task, size, paired, seed=seed, split=split)
-    if paired:
-        return AlignedFolder(spec, size, split)
-    return UnalignedFolders(spec, size, split)
+        data: BatchData = SyntheticData(task, size, paired, seed=seed, split=split)
+    elif paired:
+        data = AlignedFolder(spec, size, split)
+    else:
+        data = UnalignedFolders(spec, size, split)
+    return DomainLabels(data) if labelled else data

@@ -29,6 +29,12 @@ def mask_rgb(m: torch.Tensor) -> np.ndarray:
     return (matplotlib.colormaps["RdBu_r"](value)[..., :3] * 255).round().astype(np.uint8)
 
 
+def unit_mask_rgb(m: torch.Tensor) -> np.ndarray:
+    """(1, H, W) mask in [0, 1] -> (H, W, 3) uint8, black 0 to white 1."""
+    value = (m.detach().float().cpu()[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    return np.repeat(value[..., None], 3, axis=2)
+
+
 def grid(rows: list[list[np.ndarray]], pad: int = 2) -> Image.Image:
     """Tile equally sized (H, W, 3) uint8 arrays row by row with a white gap."""
     h, w = rows[0][0].shape[:2]
@@ -50,6 +56,22 @@ def translation_grid(inputs: torch.Tensor, outputs: dict[str, torch.Tensor],
     rows.append([image_rgb(t) for t in outputs["translation"]])
     if targets is not None:
         rows.append([image_rgb(t) for t in targets])
+    picture = grid(rows)
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    return picture
+
+
+def exemplar_grid(inputs: torch.Tensor, masks: torch.Tensor, exemplars: torch.Tensor,
+                  exemplar_masks: torch.Tensor, outputs: torch.Tensor, scale: int = 1
+                  ) -> Image.Image:
+    """One row per pair, LOMIT's columns: input, input mask, exemplar, exemplar mask, output.
+
+    Images (N, 3, H, W) in [-1, 1]; masks (N, 1, H, W) in [0, 1], black to white.
+    """
+    rows = [[image_rgb(x), unit_mask_rgb(m), image_rgb(e), unit_mask_rgb(em), image_rgb(y)]
+            for x, m, e, em, y in zip(inputs, masks, exemplars, exemplar_masks, outputs,
+                                      strict=True)]
     picture = grid(rows)
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -22,11 +22,15 @@ from tqdm import tqdm
 from ..models import save_checkpoint
 from ..models.checkpoint import CheckpointError
 from .data import open_data
-from .figures import loss_curve, read_log, translation_grid
-from .recipes import Recipe, RecipeOptions, make_recipe, needs_pairs
+from .figures import loss_curve, read_log
+from .recipes import Recipe, RecipeOptions, make_recipe, needs_labels, needs_pairs
 from .state import load_state, read_state_document, save_state
 
 DEFAULT_LAMBDA_R = {False: 1.0, True: 0.01}    # unsupervised, supervised additive
+# Options left at None take the model's value here, else the common one. LOMIT's are the
+# paper's (Adam 1e-4, batch 8, 4 residual blocks in the content encoder and the decoder).
+COMMON_DEFAULTS = {"batch_size": 16, "lr": 2e-4, "n_blocks": 9}
+MODEL_DEFAULTS = {"lomit": {"batch_size": 8, "lr": 1e-4, "n_blocks": 4}}
 
 
 @dataclass
@@ -37,16 +41,16 @@ class TrainOptions:
     supervised: bool = False
     size: int = 64
     steps: int = 2000
-    batch_size: int = 16
+    batch_size: int | None = None     # None -> the model's default (COMMON/MODEL_DEFAULTS)
     seed: int = 0
     lambda_r: float | None = None     # additive only; None -> 1.0 (0.01 supervised)
     ngf: int = 64
-    n_blocks: int = 9
+    n_blocks: int | None = None
     depth: int | None = None          # pix2pix; None -> deepest the size allows, at most 8
     ndf: int = 64
     disc: str = "patch"
     disc_layers: int = 3
-    lr: float = 2e-4
+    lr: float | None = None
     decay_start: float = 0.5          # fraction of steps after which lr decays linearly to 0
     sample_every: int = 500
     checkpoint_every: int = 500
@@ -56,13 +60,18 @@ class TrainOptions:
     progress: bool = True
     stop_after: int | None = None     # end this invocation at that step (resume later)
 
-    def recipe_options(self) -> RecipeOptions:
+    def resolved(self) -> TrainOptions:
+        """A copy with every None default replaced by the model's value."""
+        values = {**COMMON_DEFAULTS, **MODEL_DEFAULTS.get(self.model, {})}
+        return replace(self, **{k: v for k, v in values.items() if getattr(self, k) is None})
+
+    def recipe_options(self, n_labels: int = 1) -> RecipeOptions:
         depth = self.depth or max(2, min(8, self.size.bit_length() - 1))
         lambda_r = self.lambda_r if self.lambda_r is not None else \
             DEFAULT_LAMBDA_R[self.supervised]
         return RecipeOptions(size=self.size, ngf=self.ngf, n_blocks=self.n_blocks, depth=depth,
                              ndf=self.ndf, disc=self.disc, disc_layers=self.disc_layers,
-                             lambda_r=lambda_r, lr=self.lr, seed=self.seed)
+                             lambda_r=lambda_r, lr=self.lr, seed=self.seed, n_labels=n_labels)
 
 
 # Options that may differ between a run and its resumption; everything else must match.
@@ -104,11 +113,16 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
     elif (run / "checkpoints").exists() and any((run / "checkpoints").iterdir()):
         raise FileExistsError(f"{run} already holds checkpoints; pass --resume to continue it "
                               "or choose another --out")
+    options = options.resolved()
     torch.manual_seed(options.seed)
     device = pick_device(options.device)
     paired = needs_pairs(options.model, options.supervised)
-    data = open_data(options.data, options.size, paired=paired, seed=options.seed)
-    recipe, config = make_recipe(options.model, options.supervised, options.recipe_options())
+    labelled = needs_labels(options.model)
+    data = open_data(options.data, options.size, paired=paired, seed=options.seed,
+                     labelled=labelled)
+    n_labels = len(data.labels) if labelled else 1
+    recipe, config = make_recipe(options.model, options.supervised,
+                                 options.recipe_options(n_labels))
     recipe.to(device)
     if state_path is not None:
         start_step = load_state(state_path, recipe, device)
@@ -132,6 +146,7 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
     with open(log_path, "a") as log:
         for step in bar:
             recipe.set_lr(learning_rate(options, step))
+            recipe.step_index = step
             batch = {k: v.to(device) for k, v in
                      data.batch(step, options.batch_size, options.seed).items()}
             with autocast:
@@ -175,13 +190,12 @@ def _write_samples(run: Path, recipe: Recipe, fixed: dict[str, torch.Tensor], st
     translator = recipe.translator
     was_training = translator.training
     translator.eval()
-    outputs = translator(fixed["A"])
+    scale = max(1, 128 // fixed["A"].shape[-1])
+    picture = recipe.sample_grid(fixed, paired, scale)
     translator.train(was_training)
-    targets = fixed["B"] if paired else None
     folder = run / "samples"
     folder.mkdir(exist_ok=True)
-    scale = max(1, 128 // fixed["A"].shape[-1])
-    translation_grid(fixed["A"], outputs, targets, scale).save(folder / f"step_{step:06d}.png")
+    picture.save(folder / f"step_{step:06d}.png")
 
 
 def _resumed_options(state_path: Path, given: TrainOptions) -> TrainOptions:

@@ -22,6 +22,7 @@ from ..models import (
     Pix2PixTranslator,
 )
 from ..models.discriminators import DCGAN64, PatchGAN
+from .figures import translation_grid
 from .losses import ImagePool, bce_gan, lsgan
 
 
@@ -45,6 +46,7 @@ class RecipeOptions:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     seed: int = 0
+    n_labels: int = 1               # exemplar models: label columns the classifier predicts
     extra: dict = field(default_factory=dict)
 
 
@@ -69,10 +71,18 @@ class Recipe(ABC):
     optimizers: dict[str, torch.optim.Optimizer]
     pools: dict[str, ImagePool]
     loss_weights: dict[str, float]
+    labelled = False        # True: batches carry "label_A"/"label_B" (exemplar models)
+    step_index = 0          # set by the loop before each step (recipes with update schedules)
 
     @abstractmethod
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimisation step on a batch {'A': (B,C,H,W), 'B': ...}; returns the losses."""
+
+    @torch.no_grad()
+    def sample_grid(self, fixed: dict[str, torch.Tensor], paired: bool, scale: int):
+        """The picture written to samples/: input / mask / output (/ target when paired)."""
+        outputs = self.translator(fixed["A"])
+        return translation_grid(fixed["A"], outputs, fixed["B"] if paired else None, scale)
 
     def to(self, device: torch.device) -> Recipe:
         for net in self.nets.values():
@@ -250,9 +260,19 @@ def make_recipe(model: str, supervised: bool, o: RecipeOptions) -> tuple[Recipe,
     if model == "pix2pix":
         config = Pix2PixConfig(depth=o.depth, ngf=o.ngf)
         return Pix2PixRecipe(config, o), config
+    if model == "lomit":
+        from ..models import LomitConfig
+        from .lomit_recipe import LomitRecipe
+        config = LomitConfig(ngf=o.ngf, n_res=o.n_blocks)
+        return LomitRecipe(config, o, o.n_labels), config
     from ..models import get_entry
     get_entry(model)                        # raises the "unknown model ..." error
     raise ValueError(f"model {model!r} has no training recipe yet")
+
+
+def needs_labels(model: str) -> bool:
+    """Exemplar models train on labelled input/exemplar pairs."""
+    return model == "lomit"
 
 
 def needs_pairs(model: str, supervised: bool) -> bool:

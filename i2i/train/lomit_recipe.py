@@ -1,0 +1,211 @@
+"""LOMIT's training objective (seed 002, section 4), on labelled input/exemplar pairs.
+
+Each step draws inputs x1 and exemplars x2 with their labels y1, y2 (one column per attribute).
+The critic (source + auxiliary classifier heads) is updated every step with WGAN-GP and the
+classification loss on real images; the generator every `n_critic`-th step with
+
+    L_G = L_adv + w_cls L_cls_f + w_sc (L_sf + L_sb + L_c) + w_x (L_cyc + L_11 + L_22)
+          + w_r1 R1 + w_r2 R2 + w_r3 R3
+
+in both directions (1 -> 2 and 2 -> 1), where
+- x12 takes x1's content and background style and x2's foreground style (x21 the reverse);
+  x11, x22 are the intra-domain reconstructions;
+- the style/content reconstruction compares the codes of x12 (its own co-segmentation with x21)
+  with those they were made from; the cycle translates the translated pair back: x121 =
+  T(x12 with exemplar x21);
+- L_cls_f asks the classifier to see y2 in x12: labels of the exemplar;
+- R1 pulls together the mask values of pixels with similar content (cosine similarity of
+  content vectors, not back-propagated into the encoder), R2 pushes the two foreground styles
+  apart, R3 is the L1 size of the masks.
+R1 is the paper's eq. 13 averaged over pixel pairs instead of summed, so its weight does not
+scale with the image area.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from ..models.discriminators import ClassifyingCritic
+from ..models.lomit import LomitConfig, LomitTranslator, upsample_mask
+from .figures import exemplar_grid
+from .recipes import Recipe, RecipeOptions, _set_requires_grad
+
+
+@dataclass(frozen=True)
+class LomitWeights:
+    """The paper's loss weights (eq. 16) and WGAN-GP settings."""
+
+    cls: float = 1.0
+    style_content: float = 1.0
+    image: float = 10.0         # cycle and the two intra-domain reconstructions
+    r1: float = 0.1
+    r2: float = 0.01
+    r3: float = 1e-4
+    gp: float = 10.0
+    n_critic: int = 5
+
+
+def critic_layers(size: int, most: int = 6) -> int:
+    """Halvings of the critic: the paper's 6 at 128 px, leaving a 2 x 2 map at smaller sizes."""
+    if size < 4 or size & (size - 1):
+        raise ValueError(f"lomit training needs a power-of-two --size >= 4, got {size}")
+    return min(most, int(math.log2(size)) - 1)
+
+
+class Halves:
+    """Content, masks and style codes of a pair, and decoding from any combination of them."""
+
+    def __init__(self, t: LomitTranslator, x1: torch.Tensor, x2: torch.Tensor):
+        self.t = t
+        self.c1, self.c2 = t.content(x1), t.content(x2)                 # (N, 4 ngf, h, w)
+        self.m1, self.m2 = t.coseg(self.c1, self.c2), t.coseg(self.c2, self.c1)   # (N,1,h,w)
+        big1, big2 = upsample_mask(self.m1), upsample_mask(self.m2)     # (N, 1, H, W)
+        self.f1, self.b1 = t.style_fg(x1 * big1), t.style_bg(x1 * (1 - big1))
+        self.f2, self.b2 = t.style_fg(x2 * big2), t.style_bg(x2 * (1 - big2))
+
+    def decode(self, c: torch.Tensor, m: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor
+               ) -> torch.Tensor:
+        gamma_fg, beta_fg = self.t.mlp_fg(fg)
+        gamma_bg, beta_bg = self.t.mlp_bg(bg)
+        return self.t.decoder(self.t.hadain(c, m, gamma_fg, beta_fg, gamma_bg, beta_bg))
+
+    def crossed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x12, x21): each image's content and background with the other's foreground."""
+        return (self.decode(self.c1, self.m1, self.f2, self.b1),
+                self.decode(self.c2, self.m2, self.f1, self.b2))
+
+    def own(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x11, x22): each image rebuilt from its own codes."""
+        return (self.decode(self.c1, self.m1, self.f1, self.b1),
+                self.decode(self.c2, self.m2, self.f2, self.b2))
+
+
+def content_consistency(m: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """R1: mean over pixel pairs of |m_i - m_j| * cos(c_i, c_j); c is not back-propagated.
+
+    m (N, 1, h, w), c (N, C, h, w) at the same resolution.
+    """
+    flat_m = m.flatten(2).transpose(1, 2)                                # (N, hw, 1)
+    unit = F.normalize(c.detach().flatten(2), dim=1)                     # (N, C, hw)
+    similarity = unit.transpose(1, 2) @ unit                             # (N, hw, hw)
+    distance = (flat_m - flat_m.transpose(1, 2)).abs()                   # (N, hw, hw)
+    return (distance * similarity).mean()
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                     generator: torch.Generator) -> torch.Tensor:
+    """E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates of real and fake images."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator).to(real.device)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    scores, _ = critic(mixed)
+    (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).square().mean()
+
+
+GENERATOR_LOSSES = ("G", "adv", "cls_fake", "style", "content", "cycle", "rebuild", "r1", "r2",
+                    "mask_mean")
+
+
+class SeededStream:
+    """A torch.Generator kept in the training state (the gradient penalty's interpolation)."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"rng": self.generator.get_state()}
+
+    def load(self, state: dict[str, torch.Tensor], device: torch.device) -> None:
+        self.generator.set_state(state["rng"])
+
+
+class LomitRecipe(Recipe):
+    model_name = "lomit"
+    labelled = True
+
+    def __init__(self, config: LomitConfig, o: RecipeOptions, n_labels: int,
+                 weights: LomitWeights = LomitWeights()):
+        self.translator = LomitTranslator(config)
+        self.critic = ClassifyingCritic(o.size, n_labels, config.channels, o.ndf,
+                                        critic_layers(o.size))
+        self.nets = {"G": self.translator, "D": self.critic}
+        self.optimizers = {
+            "G": torch.optim.Adam(self.translator.parameters(), lr=o.lr, betas=o.betas),
+            "D": torch.optim.Adam(self.critic.parameters(), lr=o.lr, betas=o.betas)}
+        self.weights = weights
+        self.loss_weights = {k: float(v) for k, v in weights.__dict__.items()}
+        self.loss_weights["n_labels"] = n_labels
+        self.noise = SeededStream(o.seed + 7)
+        self.pools = {"gp": self.noise}       # saved with the training state, so resume is exact
+        # Reported until the first generator update (the critic runs n_critic - 1 steps first).
+        self.last_g = dict.fromkeys(GENERATOR_LOSSES, math.nan)
+
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        x1, x2, y1, y2 = batch["A"], batch["B"], batch["label_A"], batch["label_B"]
+        losses = self._critic_step(x1, x2, y1, y2)
+        if self.step_index % self.weights.n_critic == self.weights.n_critic - 1:
+            self.last_g = self._generator_step(x1, x2, y1, y2)
+        return {**self.last_g, **losses}
+
+    def _critic_step(self, x1, x2, y1, y2) -> dict[str, float]:
+        w = self.weights
+        with torch.no_grad():
+            fake12, fake21 = Halves(self.translator, x1, x2).crossed()
+        real, fake = torch.cat([x1, x2]), torch.cat([fake12, fake21])
+        real_scores, real_logits = self.critic(real)
+        fake_scores, _ = self.critic(fake)
+        wasserstein = real_scores.mean() - fake_scores.mean()
+        penalty = gradient_penalty(self.critic, real, fake, self.noise.generator)
+        cls_real = F.binary_cross_entropy_with_logits(real_logits, torch.cat([y1, y2]))
+        loss = -wasserstein + w.gp * penalty + w.cls * cls_real
+        self.optimizers["D"].zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizers["D"].step()
+        return {"D": loss.item(), "wasserstein": wasserstein.item(), "gp": penalty.item(),
+                "cls_real": cls_real.item()}
+
+    def _generator_step(self, x1, x2, y1, y2) -> dict[str, float]:
+        w = self.weights
+        t = self.translator
+        _set_requires_grad([self.critic], False)
+        h = Halves(t, x1, x2)
+        x12, x21 = h.crossed()
+        x11, x22 = h.own()
+        back = Halves(t, x12, x21)                    # the translated pair, encoded again
+        x121, x212 = back.crossed()
+
+        scores, logits = self.critic(torch.cat([x12, x21]))
+        adv = -scores.mean()
+        cls_fake = F.binary_cross_entropy_with_logits(logits, torch.cat([y2, y1]))
+        style = (F.l1_loss(back.f1, h.f2) + F.l1_loss(back.b1, h.b1)
+                 + F.l1_loss(back.f2, h.f1) + F.l1_loss(back.b2, h.b2))
+        content = F.l1_loss(back.c1, h.c1) + F.l1_loss(back.c2, h.c2)
+        cycle = F.l1_loss(x121, x1) + F.l1_loss(x212, x2)
+        rebuild = F.l1_loss(x11, x1) + F.l1_loss(x22, x2)
+        r1 = content_consistency(h.m1, h.c1) + content_consistency(h.m2, h.c2)
+        r2 = -(h.f1 - h.f2).abs().mean()
+        r3 = h.m1.mean() + h.m2.mean()                # masks are >= 0: their L1 is the mean
+        loss = (adv + w.cls * cls_fake + w.style_content * (style + content)
+                + w.image * (cycle + rebuild) + w.r1 * r1 + w.r2 * r2 + w.r3 * r3)
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizers["G"].step()
+        _set_requires_grad([self.critic], True)
+        return {"G": loss.item(), "adv": adv.item(), "cls_fake": cls_fake.item(),
+                "style": style.item(), "content": content.item(), "cycle": cycle.item(),
+                "rebuild": rebuild.item(), "r1": r1.item(), "r2": r2.item(),
+                "mask_mean": 0.5 * r3.item()}
+
+    @torch.no_grad()
+    def sample_grid(self, fixed: dict[str, torch.Tensor], paired: bool, scale: int
+                    ) -> Image.Image:
+        """Columns: input, input mask, exemplar, exemplar mask, output; one row per pair."""
+        out = self.translator(fixed["A"], fixed["B"])
+        return exemplar_grid(fixed["A"], out["mask"], fixed["B"], out["exemplar_mask"],
+                             out["translation"], scale)
