@@ -28,6 +28,7 @@ TINY = {
     "additive": {"ngf": 4, "n_blocks": 1, "strength": 0.6},
     "cyclegan": {"ngf": 4, "n_blocks": 2},
     "lomit": {"ngf": 4, "style_dim": 4, "n_res": 1, "mlp_dim": 8, "mask_layers": 2},
+    "maskcyclegan": {"ngf": 4, "n_blocks": 1},
     "pix2pix": {"ngf": 4, "depth": 5},
 }
 
@@ -56,11 +57,15 @@ def size_for(name: str, config: object) -> int:
 
 
 def outputs(name: str, module: nn.Module, size: int, seed: int = 1) -> dict[str, torch.Tensor]:
-    """The module's outputs for one random image per spec input (lomit: image and exemplar)."""
+    """The module's outputs for one random tensor per spec input, with the input's channel count
+    and range (lomit: image and exemplar; maskcyclegan: image and a (N, 1, H, W) mask)."""
     spec = get_entry(name).spec(module.config)
     generator = torch.Generator().manual_seed(seed)
-    inputs = {i.name: torch.rand(2, i.shape[1], size, size, generator=generator) * 2 - 1
-              for i in spec.inputs}
+    inputs = {}
+    for i in spec.inputs:
+        low, high = i.range
+        unit = torch.rand(2, i.shape[1], size, size, generator=generator)
+        inputs[i.name] = low + (high - low) * unit
     with torch.no_grad():
         return module(**inputs)
 

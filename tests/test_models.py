@@ -16,6 +16,7 @@ TINY = {
     "additive": {"ngf": 4, "n_blocks": 1, "strength": 0.7},
     "cyclegan": {"ngf": 4, "n_blocks": 2},
     "lomit": {"ngf": 4, "style_dim": 4, "n_res": 1, "mlp_dim": 8, "mask_layers": 2},
+    "maskcyclegan": {"ngf": 4, "n_blocks": 1},
     "pix2pix": {"ngf": 4, "depth": 5},
 }
 
@@ -82,8 +83,10 @@ def test_registry_model_contract(name: str) -> None:
     assert list(batched) == output_names
     assert not set(input_names) & set(output_names), "an output reuses an input name"
     assert input_names[0] == "image" and len(set(input_names)) == len(input_names)
-    for tensor_spec in spec.inputs:
-        assert tensor_spec.shape == (-1, spec.channels, -1, -1), tensor_spec.name
+    assert spec.inputs[0].shape == (-1, spec.channels, -1, -1)
+    for tensor_spec in spec.inputs[1:]:         # images (lomit's exemplar) or masks (N, 1, H, W)
+        assert tensor_spec.shape in ((-1, spec.channels, -1, -1), (-1, 1, -1, -1)), \
+            tensor_spec.name
     for out in spec.outputs:
         y = batched[out.name]
         channels = out.shape[1]

@@ -18,6 +18,7 @@ from .additive import AdditiveConfig, AdditiveTranslator, additive_spec
 from .checkpoint import CheckpointError, read_checkpoint, read_document, save_checkpoint
 from .cyclegan import CycleGANConfig, CycleGANTranslator, cyclegan_spec
 from .lomit import LomitConfig, LomitTranslator, lomit_spec
+from .maskcyclegan import MaskCycleGANConfig, MaskCycleGANTranslator, maskcyclegan_spec
 from .pix2pix import Pix2PixConfig, Pix2PixTranslator, pix2pix_spec
 from .spec import ModelSpec, TensorSpec
 
@@ -33,6 +34,7 @@ MODELS: dict[str, ModelEntry] = {
     "additive": ModelEntry(AdditiveConfig, AdditiveTranslator, additive_spec),
     "cyclegan": ModelEntry(CycleGANConfig, CycleGANTranslator, cyclegan_spec),
     "lomit": ModelEntry(LomitConfig, LomitTranslator, lomit_spec),
+    "maskcyclegan": ModelEntry(MaskCycleGANConfig, MaskCycleGANTranslator, maskcyclegan_spec),
     "pix2pix": ModelEntry(Pix2PixConfig, Pix2PixTranslator, pix2pix_spec),
 }
 

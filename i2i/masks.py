@@ -1,0 +1,334 @@
+"""Mask schemes for Mask CycleGAN: seedable samplers of (N, 1, H, W) float32 masks in {0, 1}.
+
+1 marks a pixel the generator translates, 0 one it keeps. A sampler is named by a short text,
+`SCHEME[:ARGS]`, so that a command line or an HTTP query can choose one (parse_mask_spec):
+
+    center:SCALE                 centered square of side SCALE * H (H == W); default 0.5.
+                                 The paper uses 0.5, 0.8 and 1.0 (1.0 = CycleGAN).
+    rects[:min_area=0.15,max_rects=5,full=0.0,min_size=0.1,max_size=1.0]
+                                 the paper's Algorithm 1: random rectangles until enough area is
+                                 covered. The defaults are the paper's; its reference code used
+                                 rects:min_area=0.2,max_rects=4,full=0.2.
+    attention:PATH[,threshold=0.5]
+                                 a grayscale attention map read from an image file (/255,
+                                 resized to H x W), 1 where it is >= threshold.
+
+ARGS are comma-separated `name=value` pairs; the first parameter (SCALE, PATH) may be given
+without its name. model_attention turns an additive or LOMIT model's mask output into an
+attention map for BinaryAttention.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from .models.additive import AdditiveTranslator
+from .models.lomit import LomitTranslator
+
+Seed = torch.Generator | int | None
+
+
+class MaskSampler(Protocol):
+    def sample(self, n: int, height: int, width: int, generator: Seed = None) -> torch.Tensor:
+        """(n, 1, height, width) float32 masks in {0, 1}, one per image."""
+        ...
+
+
+def as_generator(seed: Seed) -> torch.Generator:
+    """A torch.Generator from a generator (used as is), an int seed, or None (torch's global
+    generator, which torch.manual_seed seeds)."""
+    if seed is None:
+        return torch.default_generator
+    if isinstance(seed, torch.Generator):
+        return seed
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _check_size(n: int, height: int, width: int) -> None:
+    if n < 1 or height < 1 or width < 1:
+        raise ValueError(f"masks need n, height and width >= 1, got {n}, {height}, {width}")
+
+
+def _round(x: float) -> int:
+    return int(x + 0.5)                             # half up, unlike round()'s half to even
+
+
+def _in_range(scheme: str, name: str, value: float, low: float, high: float,
+              low_open: bool = False) -> None:
+    if not (low < value <= high if low_open else low <= value <= high):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{scheme}: {name} must be in {interval}, got {value:g}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Centered square
+
+
+@dataclass(frozen=True)
+class CenterSquare:
+    """A centered square of side round(scale * H); top-left corner at (H - side) // 2."""
+
+    scale: float = 0.5
+
+    def __post_init__(self) -> None:
+        _in_range("center", "scale", self.scale, 0.0, 1.0, low_open=True)
+
+    def sample(self, n: int, height: int, width: int, generator: Seed = None) -> torch.Tensor:
+        _check_size(n, height, width)
+        if height != width:
+            raise ValueError(f"center masks need a square image (H == W), got {height}x{width}; "
+                             "use rects or attention for other sizes")
+        side = max(1, _round(self.scale * height))
+        start = (height - side) // 2
+        mask = torch.zeros(n, 1, height, width)
+        mask[:, :, start:start + side, start:start + side] = 1
+        return mask
+
+    def spec(self) -> str:
+        return f"center:{self.scale:g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Multiple rectangles (Algorithm 1)
+
+
+@dataclass(frozen=True)
+class RandomRects:
+    """The paper's Algorithm 1, per image: draw k uniformly from 1..max_rects, then add random
+    rectangles until at least k are drawn and they cover at least min_area of the image (more
+    than max_rects rectangles when the area needs them). Each side of a rectangle is between
+    min_size and max_size of the image's side; its top-left corner is uniform where the
+    smallest rectangle fits. With probability `full` the mask is all ones instead.
+
+    The covered area is that of the union: the paper's pseudo-code adds up rectangle areas, so
+    overlaps could leave less than min_area covered there; here min_area holds for every mask.
+    min_area = 1 returns the full mask directly (the only mask covering everything).
+    """
+
+    min_area: float = 0.15          # Algorithm 1's MinSumRelArea
+    max_rects: int = 5              # Algorithm 1's MinMaxNumRects
+    full: float = 0.0               # probability of an all-ones mask (reference code: 0.2)
+    min_size: float = 0.1           # MinRectSize = Size / 10
+    max_size: float = 1.0           # MaxRectSize = Size
+
+    def __post_init__(self) -> None:
+        _in_range("rects", "min_area", self.min_area, 0.0, 1.0)
+        _in_range("rects", "full", self.full, 0.0, 1.0)
+        _in_range("rects", "min_size", self.min_size, 0.0, 1.0, low_open=True)
+        _in_range("rects", "max_size", self.max_size, self.min_size, 1.0)
+        if self.max_rects < 1:
+            raise ValueError(f"rects: max_rects must be >= 1, got {self.max_rects}")
+
+    def sample(self, n: int, height: int, width: int, generator: Seed = None) -> torch.Tensor:
+        _check_size(n, height, width)
+        g = as_generator(generator)
+        masks = [self._one(height, width, g) for _ in range(n)]
+        return torch.stack(masks)[:, None].float()                      # (N, 1, H, W)
+
+    def _one(self, height: int, width: int, g: torch.Generator) -> torch.Tensor:
+        if self.min_area >= 1 or (self.full > 0 and _uniform(g) < self.full):
+            return torch.ones(height, width, dtype=torch.bool)
+        mask = torch.zeros(height, width, dtype=torch.bool)
+        wanted = _randint(1, self.max_rects, g)
+        rows, cols = self._extent(height), self._extent(width)
+        drawn, needed = 0, self.min_area * height * width
+        while drawn < wanted or int(mask.sum()) < needed:
+            i0, i1 = _interval(height, *rows, g)
+            j0, j1 = _interval(width, *cols, g)
+            mask[i0:i1, j0:j1] = True
+            drawn += 1
+        return mask
+
+    def _extent(self, side: int) -> tuple[int, int]:
+        """(smallest, largest) rectangle side in pixels along an image side of `side`."""
+        low = max(1, _round(self.min_size * side))
+        return low, max(low, _round(self.max_size * side))
+
+    def spec(self) -> str:
+        return "rects:" + ",".join(f"{f.name}={getattr(self, f.name):g}" for f in fields(self))
+
+
+def _uniform(g: torch.Generator) -> float:
+    return float(torch.rand((), generator=g))
+
+
+def _randint(low: int, high: int, g: torch.Generator) -> int:
+    """Uniform over low..high, both included."""
+    return int(torch.randint(low, high + 1, (), generator=g))
+
+
+def _interval(side: int, smallest: int, largest: int, g: torch.Generator) -> tuple[int, int]:
+    """[start, stop) of one rectangle side: Algorithm 1's corner draws along one axis."""
+    start = _randint(0, side - smallest, g)
+    stop = _randint(start + smallest, min(start + largest, side), g)
+    return start, stop
+
+
+# ---------------------------------------------------------------------------------------------
+# Binary attention
+
+
+def binarize(attention: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """1.0 where attention >= threshold, else 0.0 (float32, same shape)."""
+    return (attention >= threshold).float()
+
+
+class BinaryAttention:
+    """Thresholds one attention map in [0, 1], resized (bilinear) to the requested H x W.
+
+    attention: (H0, W0), shared by every image, or (N, 1, H0, W0), one map per image (then
+    sample's n must be N). The masks do not depend on the generator.
+    """
+
+    def __init__(self, attention: torch.Tensor, threshold: float = 0.5,
+                 source: str | None = None):
+        _in_range("attention", "threshold", threshold, 0.0, 1.0)
+        if attention.dim() == 2:
+            attention = attention[None, None]
+        if attention.dim() != 4 or attention.shape[1] != 1:
+            raise ValueError("attention: the map must be (H, W) or (N, 1, H, W), got shape "
+                             f"{tuple(attention.shape)}")
+        attention = attention.float()
+        if not bool(((attention >= 0) & (attention <= 1)).all()):
+            raise ValueError("attention: the map's values must lie in [0, 1]")
+        self.attention = attention                                    # (N or 1, 1, H0, W0)
+        self.threshold = threshold
+        self.source = source
+
+    @classmethod
+    def from_file(cls, path: str | Path, threshold: float = 0.5) -> BinaryAttention:
+        """The map of an image file, as grayscale / 255."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"attention: map file {str(path)!r} does not exist")
+        try:
+            with Image.open(path) as image:
+                gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
+        except (UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"attention: {str(path)!r} is not a readable image ({err})") from err
+        return cls(torch.from_numpy(gray.copy()), threshold, source=str(path))
+
+    def sample(self, n: int, height: int, width: int, generator: Seed = None) -> torch.Tensor:
+        _check_size(n, height, width)
+        maps = self.attention
+        if maps.shape[0] not in (1, n):
+            raise ValueError(f"attention: {maps.shape[0]} maps cannot mask {n} images")
+        if maps.shape[2:] != (height, width):
+            maps = F.interpolate(maps, size=(height, width), mode="bilinear",
+                                 align_corners=False, antialias=True).clamp(0, 1)
+        return binarize(maps, self.threshold).expand(n, -1, -1, -1).contiguous()
+
+    def spec(self) -> str:
+        if self.source is None:
+            raise ValueError("attention: a map given as a tensor has no text spec")
+        return f"attention:{self.source},threshold={self.threshold:g}"
+
+
+def additive_attention(mask: torch.Tensor, reduce: str = "mean") -> torch.Tensor:
+    """An additive model's mask (N, C, H, W) in [-1, 1] -> attention (N, 1, H, W) in [0, 1].
+
+    |mask| reduced over the channels (mean or max), divided by each image's largest value, so
+    a threshold is relative to the strongest change in that image; an all-zero mask stays zero.
+    """
+    if reduce not in ("mean", "max"):
+        raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+    magnitude = mask.abs()
+    a = magnitude.mean(1, keepdim=True) if reduce == "mean" else magnitude.amax(1, keepdim=True)
+    peak = a.amax(dim=(1, 2, 3), keepdim=True)                         # (N, 1, 1, 1)
+    return torch.where(peak > 0, a / peak.clamp_min(torch.finfo(a.dtype).tiny), 0.0)
+
+
+@torch.no_grad()
+def model_attention(model: nn.Module, image: torch.Tensor, exemplar: torch.Tensor | None = None,
+                    reduce: str = "mean") -> torch.Tensor:
+    """Attention (N, 1, H, W) in [0, 1] from another i2i model's mask output.
+
+    additive: additive_attention of its `mask`. lomit: its `mask` output (already in [0, 1]),
+    which needs an exemplar image (N, C, H, W) of the target look.
+    """
+    if isinstance(model, LomitTranslator):
+        if exemplar is None:
+            raise ValueError("a lomit model needs an exemplar image for its mask "
+                             "(model_attention(model, image, exemplar))")
+        return model(image, exemplar)["mask"]
+    if isinstance(model, AdditiveTranslator):
+        if exemplar is not None:
+            raise ValueError("an additive model takes no exemplar")
+        return additive_attention(model(image)["mask"], reduce)
+    raise ValueError(f"attention maps come from additive or lomit models, not "
+                     f"{type(model).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Text specs
+
+
+# scheme -> (factory, its parameters in order with their types; the first may go unnamed)
+SCHEMES: dict[str, tuple[Callable[..., MaskSampler], dict[str, type]]] = {
+    "center": (CenterSquare, {"scale": float}),
+    "rects": (RandomRects, {"min_area": float, "max_rects": int, "full": float,
+                            "min_size": float, "max_size": float}),
+    "attention": (BinaryAttention.from_file, {"path": str, "threshold": float}),
+}
+REQUIRED = {"attention": "path"}
+
+# Arguments split at commas that start a `name=` pair, so a file path may hold commas.
+_ARG_SPLIT = re.compile(r",(?=\s*[A-Za-z_]\w*\s*=)")
+
+
+def parse_mask_spec(text: str) -> MaskSampler:
+    """A sampler from `SCHEME[:ARGS]` (see the module docstring); ValueError says what is wrong."""
+    scheme, _, args = text.strip().partition(":")
+    scheme = scheme.strip()
+    if scheme not in SCHEMES:
+        close = difflib.get_close_matches(scheme, SCHEMES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown mask scheme {scheme!r}{hint}; known: {', '.join(SCHEMES)} "
+                         "(e.g. center:0.5, rects:min_area=0.15,max_rects=5, "
+                         "attention:map.png,threshold=0.5)")
+    factory, types = SCHEMES[scheme]
+    values = _parse_args(scheme, args, types)
+    missing = REQUIRED.get(scheme)
+    if missing and missing not in values:
+        raise ValueError(f"{scheme}: {missing} is required, e.g. {scheme}:map.png,threshold=0.5")
+    return factory(**values)
+
+
+def _parse_args(scheme: str, args: str, types: dict[str, type]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    items = [item.strip() for item in _ARG_SPLIT.split(args)] if args.strip() else []
+    for item in items:
+        name, equals, raw = item.partition("=")
+        if not equals:                      # only the first item can lack a name (_ARG_SPLIT)
+            name, raw = next(iter(types)), item
+        name, raw = name.strip(), raw.strip()
+        if name not in types:
+            raise ValueError(f"{scheme}: unknown parameter {name!r}; parameters: "
+                             f"{', '.join(types)}")
+        if name in values:
+            raise ValueError(f"{scheme}: parameter {name!r} is given twice")
+        values[name] = _convert(scheme, name, raw, types[name])
+    return values
+
+
+def _convert(scheme: str, name: str, raw: str, kind: type) -> object:
+    if not raw:
+        raise ValueError(f"{scheme}: {name} has no value")
+    if kind is str:
+        return raw
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{scheme}: {name} must be {what}, got {raw!r}") from None
