@@ -17,7 +17,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="i2i-train", epilog=EXAMPLE,
                                 description="Train an i2i translator and write checkpoints.")
     d = TrainOptions(out="")
-    p.add_argument("--model", default=d.model, help="additive, cyclegan, pix2pix or lomit")
+    p.add_argument("--model", default=d.model,
+                   help="additive, cyclegan, pix2pix, lomit or maskcyclegan")
     p.add_argument("--data", default=d.data,
                    help="synthetic:circle2square | synthetic:square2circle | a folder in the "
                         "CycleGAN layout (trainA/trainB), or root/train with A|B pairs for "
@@ -46,6 +47,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--disc", default=d.disc, choices=["patch", "dcgan"],
                    help="discriminator for additive/cyclegan (dcgan needs --size 64)")
     p.add_argument("--disc-layers", type=int, default=d.disc_layers)
+    p.add_argument("--masks", default=None,
+                   help="maskcyclegan: mask scheme for training, e.g. rects (default, the "
+                        "paper's Algorithm 1), rects:min_area=0.2,max_rects=4,full=0.2, "
+                        "center:0.5")
     p.add_argument("--lr", type=float, default=d.lr, help="default 2e-4 (lomit: 1e-4)")
     p.add_argument("--decay-start", type=float, default=d.decay_start,
                    help="fraction of the steps after which the lr decays linearly to 0")
@@ -84,6 +89,8 @@ def _check(o: TrainOptions) -> None:
         if getattr(o, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, "
                              f"got {getattr(o, name)}")
+    if o.masks is not None and o.model != "maskcyclegan":
+        raise ValueError(f"--masks applies to maskcyclegan only, not {o.model!r}")
     if o.n_blocks < 0:
         raise ValueError(f"--n-blocks must be >= 0, got {o.n_blocks}")
     multiple = 2 ** o.recipe_options().depth if o.model == "pix2pix" else 4

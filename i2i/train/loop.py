@@ -59,6 +59,7 @@ class TrainOptions:
     amp: bool = False                 # bf16 autocast on CUDA
     progress: bool = True
     stop_after: int | None = None     # end this invocation at that step (resume later)
+    masks: str | None = None          # maskcyclegan: mask scheme, e.g. rects, center:0.5
 
     def resolved(self) -> TrainOptions:
         """A copy with every None default replaced by the model's value."""
@@ -71,7 +72,8 @@ class TrainOptions:
             DEFAULT_LAMBDA_R[self.supervised]
         return RecipeOptions(size=self.size, ngf=self.ngf, n_blocks=self.n_blocks, depth=depth,
                              ndf=self.ndf, disc=self.disc, disc_layers=self.disc_layers,
-                             lambda_r=lambda_r, lr=self.lr, seed=self.seed, n_labels=n_labels)
+                             lambda_r=lambda_r, lr=self.lr, seed=self.seed, n_labels=n_labels,
+                             masks=self.masks)
 
 
 # Options that may differ between a run and its resumption; everything else must match.

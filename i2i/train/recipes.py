@@ -47,6 +47,7 @@ class RecipeOptions:
     betas: tuple[float, float] = (0.5, 0.999)
     seed: int = 0
     n_labels: int = 1               # exemplar models: label columns the classifier predicts
+    masks: str | None = None        # maskcyclegan: the mask scheme (i2i.masks); None -> rects
     extra: dict = field(default_factory=dict)
 
 
@@ -260,6 +261,11 @@ def make_recipe(model: str, supervised: bool, o: RecipeOptions) -> tuple[Recipe,
     if model == "pix2pix":
         config = Pix2PixConfig(depth=o.depth, ngf=o.ngf)
         return Pix2PixRecipe(config, o), config
+    if model == "maskcyclegan":
+        from ..models import MaskCycleGANConfig
+        from .maskcyclegan_recipe import DEFAULT_MASKS, MaskCycleGANRecipe
+        config = MaskCycleGANConfig(ngf=o.ngf, n_blocks=o.n_blocks)
+        return MaskCycleGANRecipe(config, o, o.masks or DEFAULT_MASKS), config
     if model == "lomit":
         from ..models import LomitConfig
         from .lomit_recipe import LomitRecipe

@@ -1,0 +1,115 @@
+"""Mask CycleGAN's training objective (seed 004), with masks drawn from a named scheme.
+
+Each step draws one mask per image (i2i.masks, the recipe's own seeded stream) and trains the
+generators A -> B and B -> A with
+    GAN      0.7 x masked + 0.3 x full, each LSGAN, against two discriminators per domain: one
+             sees whole images, the other images multiplied by the mask (real images under the
+             same mask as the fake they are compared with);
+    cycle    10 x (0.3 x L1 inside the mask + 0.7 x L1 outside it), the reverse generator using
+             the same mask;
+    identity 5 x L1(G_AB(y, m), y) and 5 x L1(G_BA(x, m), x).
+L1 inside/outside is the mean over all pixels of |a - b| * m (resp. 1 - m). As in the reference
+code the generators' outputs are not clamped during training; inference clamps them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..masks import parse_mask_spec
+from ..models.maskcyclegan import MaskCycleGANConfig, MaskCycleGANTranslator
+from .figures import grid, image_rgb, unit_mask_rgb
+from .lomit_recipe import SeededStream
+from .losses import ImagePool, lsgan
+from .recipes import Recipe, RecipeOptions, _adam, _d_step, _discriminator, _set_requires_grad
+
+DEFAULT_MASKS = "rects"
+GAN_MASKED, GAN_FULL = 0.7, 0.3
+CYCLE_MASKED, CYCLE_CONTEXT = 0.3, 0.7
+IDENTITY = 5.0
+
+
+def masked_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """mean(|a - b| * weight); weight (N, 1, H, W) broadcast over the channels."""
+    return ((a - b).abs() * weight).mean()
+
+
+class MaskCycleGANRecipe(Recipe):
+    model_name = "maskcyclegan"
+
+    def __init__(self, config: MaskCycleGANConfig, o: RecipeOptions, masks: str = DEFAULT_MASKS):
+        self.translator = MaskCycleGANTranslator(config)
+        self.reverse = MaskCycleGANTranslator(config)
+        self.sampler = parse_mask_spec(masks)
+        self.masks = masks
+        self.d = {f"D_{kind}_{domain}": _discriminator(o) for domain in "AB"
+                  for kind in ("full", "masked")}
+        self.nets = {"G_AB": self.translator, "G_BA": self.reverse, **self.d}
+        self.optimizers = {
+            "G": _adam(list(self.translator.parameters()) + list(self.reverse.parameters()), o),
+            "D": _adam([p for d in self.d.values() for p in d.parameters()], o)}
+        self.stream = SeededStream(o.seed + 11)
+        self.pools = {"masks": self.stream}
+        for i, key in enumerate(self.d):
+            self.pools[key] = ImagePool(o.pool_size, o.seed + 20 + i)
+        self.loss_weights = {"lambda_cycle": o.lambda_cycle, "identity": IDENTITY,
+                             "gan_masked": GAN_MASKED, "gan_full": GAN_FULL,
+                             "cycle_masked": CYCLE_MASKED, "cycle_context": CYCLE_CONTEXT,
+                             "masks": masks}
+
+    def draw(self, images: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = images.shape
+        return self.sampler.sample(n, h, w, self.stream.generator).to(images.device)
+
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        x, y = batch["A"], batch["B"]
+        m_x, m_y = self.draw(x), self.draw(y)                      # (N, 1, H, W) each
+        g_ab, g_ba = self.translator, self.reverse
+        fake_y, fake_x = g_ab.raw(x, m_x), g_ba.raw(y, m_y)
+        _set_requires_grad(list(self.d.values()), False)
+        gan = (self._gan(fake_y, m_x, "B") + self._gan(fake_x, m_y, "A"))
+        rec_x, rec_y = g_ba.raw(fake_y, m_x), g_ab.raw(fake_x, m_y)
+        cycle = (CYCLE_MASKED * (masked_l1(rec_x, x, m_x) + masked_l1(rec_y, y, m_y))
+                 + CYCLE_CONTEXT * (masked_l1(rec_x, x, 1 - m_x) + masked_l1(rec_y, y, 1 - m_y)))
+        identity = F.l1_loss(g_ab.raw(y, m_y), y) + F.l1_loss(g_ba.raw(x, m_x), x)
+        lam = self.loss_weights["lambda_cycle"]
+        g_loss = gan + lam * cycle + IDENTITY * identity
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.optimizers["G"].step()
+        _set_requires_grad(list(self.d.values()), True)
+        pairs = []
+        for domain, real, fake, real_mask in (("B", y, fake_y, m_x), ("A", x, fake_x, m_y)):
+            full, masked = f"D_full_{domain}", f"D_masked_{domain}"
+            pairs.append((self.d[full], real, self.pools[full].query(fake)))
+            pairs.append((self.d[masked], real * real_mask,
+                          self.pools[masked].query(fake * real_mask)))
+        d_loss = _d_step(self.optimizers["D"], pairs, lsgan)
+        return {"G": g_loss.item(), "gan": gan.item(), "cycle": cycle.item(),
+                "identity": identity.item(), "mask_area": 0.5 * (m_x.mean() + m_y.mean()).item(),
+                "D": d_loss}
+
+    def _gan(self, fake: torch.Tensor, mask: torch.Tensor, domain: str) -> torch.Tensor:
+        return (GAN_MASKED * lsgan(self.d[f"D_masked_{domain}"](fake * mask), True)
+                + GAN_FULL * lsgan(self.d[f"D_full_{domain}"](fake), True))
+
+    @torch.no_grad()
+    def sample_grid(self, fixed: dict[str, torch.Tensor], paired: bool, scale: int
+                    ) -> Image.Image:
+        """Rows: input, then (mask, output) for a centred square and two sampled masks."""
+        x = fixed["A"]
+        n, _, h, w = x.shape
+        generator = torch.Generator().manual_seed(0)
+        masks = [parse_mask_spec("center:0.5").sample(n, h, w) if h == w else None,
+                 self.sampler.sample(n, h, w, generator), self.sampler.sample(n, h, w, generator)]
+        rows = [[image_rgb(t) for t in x]]
+        for m in (m for m in masks if m is not None):
+            out = self.translator(x, m.to(x.device))["translation"]
+            rows += [[unit_mask_rgb(t) for t in m], [image_rgb(t) for t in out]]
+        picture = grid(rows)
+        if scale > 1:
+            picture = picture.resize((picture.width * scale, picture.height * scale),
+                                     Image.NEAREST)
+        return picture
