@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -11,7 +12,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from i2i.models import build, make_config, save_checkpoint
 
@@ -24,6 +27,16 @@ def tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
                            module.state_dict(), step=1,
                            meta={"data": {"kind": "synthetic", "task": "circle2square"},
                                  "training": {"size": 16}})
+
+
+def tiny_lomit_checkpoint(folder: Path, seed: int = 0, size: int = 16) -> Path:
+    """A random-weight LOMIT (image + exemplar -> translation, mask, exemplar_mask)."""
+    torch.manual_seed(seed)
+    config = make_config("lomit", {"ngf": 4, "style_dim": 4, "n_res": 1, "mlp_dim": 8,
+                                   "mask_layers": 2})
+    module = build("lomit", config)
+    return save_checkpoint(folder / "step_000001.safetensors", "lomit", config,
+                           module.state_dict(), step=1, meta={"training": {"size": size}})
 
 
 def free_port() -> int:
@@ -63,3 +76,28 @@ class ServerProcess:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def multipart(files: dict[str, bytes], boundary: str = "i2iboundary") -> tuple[bytes, dict]:
+    """(body, headers) of a multipart/form-data upload with one file field per name."""
+    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+             f"filename=\"{name}.png\"\r\nContent-Type: image/png\r\n\r\n".encode() + data + b"\r\n"
+             for name, data in files.items()]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """PNG of (H, W, 3) RGB or (H, W) grey uint8 pixels."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

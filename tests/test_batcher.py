@@ -194,6 +194,22 @@ def test_different_signatures_never_share_a_batch_and_keep_fifo():
     asyncio.run(main())
 
 
+def test_requests_with_an_optional_input_never_share_a_batch_with_those_without():
+    async def main():
+        engine = FakeEngine()
+        b = await started(engine, max_batch_size=8, max_delay_ms=30)
+        masked = {**x(10), "mask": torch.zeros(1, 2)}
+        requests = [x(1), masked, x(2), {**x(11), "mask": torch.ones(1, 2)}]
+        results = await asyncio.gather(*(b.submit(r) for r in requests))
+        await b.stop()
+        assert [sorted(call) for call in engine.calls] == [["x"], ["mask", "x"]]
+        assert [call["x"][:, 0].tolist() for call in engine.calls] == [[1.0, 2.0], [10.0, 11.0]]
+        assert torch.equal(engine.calls[1]["mask"], torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+        for request, out in zip(requests, results, strict=True):
+            assert torch.equal(out["y"], request["x"] * 2)
+    asyncio.run(main())
+
+
 def test_queue_full_rejects_at_once():
     async def main():
         b, engine, gate, busy = await busy_batcher(max_queue=3)  # x(0) is running, not queued

@@ -1,10 +1,12 @@
 """Offline batch translation of a folder through the same engine and batcher as the server.
 
     i2i-serve --export exports/additive --input-dir photos/ --output-dir out/ [--masks]
+    i2i-serve --export exports/lomit --input-dir photos/ --output-dir out/ --exemplar ref.png
 
 Outputs are PNGs at each input's size named after it (`cat.jpg` -> `cat.png`, and
 `cat.mask.png` with --masks). Unreadable files are reported and skipped while the rest
-complete; a re-run skips every input whose outputs already exist.
+complete; a re-run skips every input whose outputs already exist. A model with an exemplar
+input (lomit) translates every input towards the one exemplar image given.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from . import images
 from .batcher import Batcher, BatcherError
+from .engines import EngineSpec
 from .protocol import ProtocolError
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
@@ -40,24 +44,45 @@ def output_names(inputs: list[Path]) -> dict[Path, str]:
 def translate_folder(engine, input_dir: Path, output_dir: Path, masks: bool = False,
                      max_batch: int = 8, max_delay_ms: float = 5.0,
                      max_pixels: int = images.DEFAULT_MAX_PIXELS,
-                     progress: bool = True) -> JobReport:
+                     progress: bool = True, exemplar: Path | None = None) -> JobReport:
+    """exemplar: the image every input is translated towards, for models that take one."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
+    shared = _shared_inputs(engine.spec, exemplar, max_pixels)
     files = sorted(p for p in input_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     output_dir.mkdir(parents=True, exist_ok=True)
     return asyncio.run(_run(engine, files, output_dir, masks, max_batch, max_delay_ms,
-                            max_pixels, progress))
+                            max_pixels, progress, shared))
+
+
+def _shared_inputs(spec: EngineSpec, exemplar: Path | None, max_pixels: int
+                   ) -> dict[str, torch.Tensor]:
+    """The inputs every image is sent with: {} or {"exemplar": (1, 3, H, W)}."""
+    names = [t.name for t in spec.inputs]
+    if names == ["image"]:
+        if exemplar is not None:
+            raise ValueError(f"{spec.model} takes no exemplar; leave out --exemplar")
+        return {}
+    if names != ["image", "exemplar"]:
+        raise ValueError(f"folder translation takes one image per input; {spec.model} needs "
+                         f"{names}")
+    if exemplar is None:
+        raise ValueError(f"{spec.model} translates each image towards an exemplar: pass "
+                         "--exemplar PATH (one image used for every input)")
+    path = Path(exemplar)
+    if not path.is_file():
+        raise FileNotFoundError(f"exemplar {path} not found")
+    picture = images.decode(path.read_bytes(), max_pixels, f"exemplar {path}")
+    return {"exemplar": images.to_tensor(picture, spec.size or spec.default_size)[None]}
 
 
 async def _run(engine, files, output_dir, masks, max_batch, max_delay_ms, max_pixels,
-               progress) -> JobReport:
+               progress, shared) -> JobReport:
     report = JobReport()
     spec = engine.spec
     size = spec.size or spec.default_size
-    if len(spec.inputs) != 1:
-        raise ValueError(f"folder translation takes one image per input; {spec.model} needs "
-                         f"{[t.name for t in spec.inputs]}")
+    described = {t.name: t for t in spec.outputs}
     batcher = Batcher(engine.run, min(max_batch, spec.max_batch_size), max_delay_ms,
                       max_queue=4 * max_batch + 8, default_timeout_ms=None)
     await batcher.start()
@@ -78,10 +103,11 @@ async def _run(engine, files, output_dir, masks, max_batch, max_delay_ms, max_pi
                     raise ProtocolError(f"not an image file ({path.suffix or 'no extension'})")
                 picture = images.decode(path.read_bytes(), max_pixels, path.name)
                 x = images.to_tensor(picture, size)[None]
-                result = await batcher.submit({spec.inputs[0].name: x})
+                result = await batcher.submit({"image": x, **shared})
                 out.write_bytes(images.to_png(result["translation"][0], picture.size))
                 if masks and "mask" in result:
-                    mask_out.write_bytes(images.mask_png(result["mask"][0], picture.size))
+                    mask_out.write_bytes(images.output_png(result["mask"][0], described["mask"],
+                                                           picture.size))
                 report.translated.append(path)
             except (ProtocolError, BatcherError, OSError) as err:
                 report.failed.append((path, str(err)))

@@ -12,7 +12,8 @@ from pathlib import Path
 EXAMPLES = """examples:
   i2i-serve --export exports/additive                      # onnxruntime engine on 127.0.0.1:8000
   i2i-serve --checkpoint runs/x/checkpoints/step_001000.safetensors --engine eager
-  i2i-serve --export exports/additive --input-dir in/ --output-dir out/ --masks"""
+  i2i-serve --export exports/additive --input-dir in/ --output-dir out/ --masks
+  i2i-serve --export exports/lomit --input-dir in/ --output-dir out/ --exemplar ref.png"""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input-dir", type=Path, help="translate this folder instead of serving")
     p.add_argument("--output-dir", type=Path, help="where --input-dir's translations go")
     p.add_argument("--masks", action="store_true", help="with --input-dir: also write masks")
+    p.add_argument("--exemplar", type=Path,
+                   help="with --input-dir: the exemplar image every input is translated "
+                        "towards (models with an exemplar input: lomit)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
@@ -61,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if bool(args.input_dir) != bool(args.output_dir):
             raise ValueError("--input-dir and --output-dir go together")
+        if args.exemplar and not args.input_dir:
+            raise ValueError("--exemplar goes with --input-dir; a served model takes its "
+                             "exemplar with each request")
         engine = open_from_args(args)
     except (ValueError, FileNotFoundError, RuntimeError, CheckpointError) as err:
         print(f"i2i-serve: error: {err}", file=sys.stderr)
@@ -71,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             report = translate_folder(engine, args.input_dir, args.output_dir, args.masks,
                                       max_batch=min(args.max_batch, 16),
                                       max_delay_ms=args.max_delay_ms,
-                                      max_pixels=args.max_pixels, progress=args.progress)
+                                      max_pixels=args.max_pixels, progress=args.progress,
+                                      exemplar=args.exemplar)
         except (FileNotFoundError, ValueError) as err:
             print(f"i2i-serve: error: {err}", file=sys.stderr)
             return 2

@@ -7,6 +7,11 @@ them the same way.
 
 eager and fused run the PyTorch model from its checkpoint; onnxruntime, tensorrt and aoti run
 the artifacts of an i2i-export directory, whose manifest gives their names, batch range and size.
+Models with an exemplar take it as a second input of the same shape ({"image", "exemplar"}).
+Optional inputs (LOMIT's user mask (N, 1, H, W), which replaces the computed one) are those of
+the model's `masked_inputs`: eager and fused pass them to module.translate(), onnxruntime runs
+the export's masked variant (model.masked.onnx) for batches that carry them. A batch either has
+them all or none.
 Every engine checks a batch (names, rank, channels, size, rows) before it runs it: a mistake is a
 ValueError that says what to change, never garbage from a compiled kernel reading out of bounds.
 """
@@ -44,6 +49,9 @@ class EngineSpec:
     default_size: tuple[int, int]               # training/export size, for resizing images
     precision: str                              # "fp32" | "fp16"
     device: str                                 # "cpu" | "cuda:0"
+    optional_inputs: tuple[TensorSpec, ...] = ()    # a batch may add all of these, or none
+    refused_inputs: tuple[tuple[str, str], ...] = ()    # (name, why not): optional inputs of the
+                                                        # model that this engine cannot take
 
 
 class Engine(Protocol):
@@ -56,11 +64,17 @@ class Engine(Protocol):
 def check_batch(spec: EngineSpec, batch: Batch) -> int:
     """The batch's row count N; ValueError unless `batch` fits `spec` (names, shapes, size)."""
     names = [t.name for t in spec.inputs]
-    if not isinstance(batch, Mapping) or sorted(batch) != sorted(names):
+    optional = [t.name for t in spec.optional_inputs]
+    for name, reason in spec.refused_inputs:
+        if isinstance(batch, Mapping) and name in batch:
+            raise ValueError(reason)
+    if not isinstance(batch, Mapping) or not (set(batch) == set(names) or
+                                              set(batch) == {*names, *optional}):
         given = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
-        raise ValueError(f"inputs {given} do not match the engine's inputs {names}")
-    rows = set()
-    for t in spec.inputs:
+        also = f" (and optionally all of {optional})" if optional else ""
+        raise ValueError(f"inputs {given} do not match the engine's inputs {names}{also}")
+    rows, sizes = set(), set()
+    for t in (*spec.inputs, *(t for t in spec.optional_inputs if t.name in batch)):
         x = batch[t.name]
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -82,9 +96,13 @@ def check_batch(spec: EngineSpec, batch: Batch) -> int:
                              f"multiples of {m} (pad or resize to {-(-h // m) * m}x"
                              f"{-(-w // m) * m})")
         rows.add(n)
+        sizes.add((h, w))
     if len(rows) != 1:
         raise ValueError(f"inputs have different batch sizes {sorted(rows)}; give every input "
                          "the same number of rows")
+    if len(sizes) != 1:
+        raise ValueError(f"inputs have different sizes {sorted(sizes)}; give every input the "
+                         "image's height and width")
     n = rows.pop()
     if not 1 <= n <= spec.max_batch_size:
         raise ValueError(f"batch of {n} rows; this engine takes 1 to {spec.max_batch_size} "
@@ -121,7 +139,13 @@ class TorchEngine:
 
     def _forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with torch.inference_mode():
-            return self.module(**inputs)
+            return self._call(inputs)
+
+    def _call(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # forward() takes the model's inputs only; translate() also takes the optional ones.
+        if any(t.name in inputs for t in self.spec.optional_inputs):
+            return self.module.translate(**inputs)
+        return self.module(**inputs)
 
 
 class FusedEngine(TorchEngine):
@@ -163,48 +187,62 @@ class FusedEngine(TorchEngine):
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.no_grad(), torch.cuda.stream(side):
             for _ in range(3):                # Triton compiles, cuDNN picks its algorithms
-                self.module(**static)
+                self._call(static)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # One memory pool for all graphs: runs are serialised by the lock, so they never overlap.
         with torch.no_grad(), torch.cuda.graph(graph, pool=self._pool):
-            outputs = self.module(**static)
+            outputs = self._call(static)
         return graph, static, outputs
 
 
 class OnnxRuntimeEngine:
-    """model.onnx or model.fp16.onnx through onnxruntime (CUDA provider first when asked for)."""
+    """model.onnx or model.fp16.onnx through onnxruntime (CUDA provider first when asked for);
+    batches with the optional inputs run the masked variant, model.masked[.fp16].onnx."""
 
     name = "onnxruntime"
 
-    def __init__(self, path: Path, spec: EngineSpec, providers: list):
+    def __init__(self, path: Path, spec: EngineSpec, providers: list,
+                 masked: Path | None = None):
+        self.spec = spec
+        inputs, outputs = [t.name for t in spec.inputs], [t.name for t in spec.outputs]
+        extra = [t.name for t in spec.optional_inputs]
+        # with optional inputs? -> (session, its output names, its float16 inputs)
+        self._graphs = {False: self._open(path, inputs, outputs, providers)}
+        if masked is not None:
+            # The variant leaves out outputs named like its inputs: translate() echoes those.
+            self._graphs[True] = self._open(masked, inputs + extra,
+                                            [n for n in outputs if n not in extra], providers)
+
+    def _open(self, path: Path, inputs: list[str], outputs: list[str], providers: list
+              ) -> tuple[object, list[str], set[str]]:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         # One thread setting per process: follow torch's, which the server and tests set.
         options.intra_op_num_threads = torch.get_num_threads()
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
-        if spec.device.startswith("cuda") and \
-                self.session.get_providers()[0] != "CUDAExecutionProvider":
+        session = ort.InferenceSession(str(path), options, providers=providers)
+        if self.spec.device.startswith("cuda") and \
+                session.get_providers()[0] != "CUDAExecutionProvider":
             raise RuntimeError("onnxruntime could not start its CUDA provider (are CUDA and "
                                "cuDNN libraries installed?); open the engine with device='cpu'")
-        graph_in = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        if graph_in != [t.name for t in spec.inputs] or \
-                self.output_names != [t.name for t in spec.outputs]:
-            raise RuntimeError(f"{path} has inputs {graph_in} -> outputs {self.output_names}, "
+        graph_in = [i.name for i in session.get_inputs()]
+        graph_out = [o.name for o in session.get_outputs()]
+        if graph_in != inputs or graph_out != outputs:
+            raise RuntimeError(f"{path} has inputs {graph_in} -> outputs {graph_out}, "
                                "but its manifest names others; re-export with i2i-export")
         # fp16-I/O graphs (i2i-export --fp16-io) take half inputs: cast at the boundary.
-        self._half = {i.name for i in self.session.get_inputs() if i.type == "tensor(float16)"}
-        self.spec = spec
+        half = {i.name for i in session.get_inputs() if i.type == "tensor(float16)"}
+        return session, graph_out, half
 
     def run(self, batch: Batch) -> dict[str, torch.Tensor]:
         check_batch(self.spec, batch)
-        feed = {k: _to_host(v).to(torch.float16 if k in self._half else torch.float32).numpy()
+        session, names, half = self._graphs[len(batch) > len(self.spec.inputs)]
+        feed = {k: _to_host(v).to(torch.float16 if k in half else torch.float32).numpy()
                 for k, v in batch.items()}
-        results = self.session.run(self.output_names, feed)
-        return {n: _to_host(torch.from_numpy(r)) for n, r in zip(self.output_names, results,
-                                                                 strict=True)}
+        results = dict(zip(names, session.run(names, feed), strict=True))
+        return {t.name: _to_host(torch.from_numpy(results[t.name]) if t.name in results
+                                 else batch[t.name]) for t in self.spec.outputs}
 
 
 class TensorRTEngine:
@@ -448,15 +486,18 @@ def open_engine(name: str, *, export_dir: Path | None = None, checkpoint: Path |
                          "(its artifact is compiled at export)")
     manifest = plan.manifest
     exported = int(manifest["batch"]["max"])
+    inputs = _tensor_specs(manifest["inputs"])
+    masked, extra, refusal = _masked_variant(plan, Path(export_dir), inputs)
     spec = EngineSpec(
-        model=manifest["model"], inputs=_tensor_specs(manifest["inputs"]),
-        outputs=_tensor_specs(manifest["outputs"]),
+        model=manifest["model"], inputs=inputs, outputs=_tensor_specs(manifest["outputs"]),
         max_batch_size=min(max_batch_size or exported, exported),
         size=_fixed_size(name, manifest), size_multiple=int(manifest["size_multiple"]),
         default_size=(int(manifest["size"][0]), int(manifest["size"][1])),
-        precision=plan.precision, device=plan.device)
+        precision=plan.precision, device=plan.device,
+        optional_inputs=extra if masked else (),
+        refused_inputs=() if masked else tuple((t.name, refusal) for t in extra))
     if name == "onnxruntime":
-        return OnnxRuntimeEngine(plan.artifact, spec, plan.providers)
+        return OnnxRuntimeEngine(plan.artifact, spec, plan.providers, masked)
     if name == "tensorrt":
         return TensorRTEngine(plan.artifact, spec)
     channels = spec.inputs[0].shape[1]
@@ -474,14 +515,41 @@ def _open_torch(plan: _Plan, export_dir: Path | None, max_batch: int, compile: b
         default = tuple(int(s) for s in read_manifest(Path(export_dir))["size"])
     else:
         default = (256, 256)
+    masked = tuple(getattr(module, "masked_inputs", ()))      # translate()'s optional inputs
     spec = EngineSpec(model=document["model"], inputs=model_spec.inputs,
                       outputs=model_spec.outputs, max_batch_size=max_batch, size=None,
                       size_multiple=model_spec.size_multiple, default_size=default,
-                      precision=plan.precision, device=plan.device)
+                      precision=plan.precision, device=plan.device, optional_inputs=masked)
     engine = (FusedEngine if plan.name == "fused" else TorchEngine)(module, spec)
     if compile:                                 # compiled after the fused modules are swapped in
         engine.module = torch.compile(engine.module)
     return engine
+
+
+def _masked_variant(plan: _Plan, export_dir: Path, inputs: tuple[TensorSpec, ...]
+                    ) -> tuple[Path | None, tuple[TensorSpec, ...], str]:
+    """(the masked variant's file for this engine, or None; the inputs it adds; why it cannot
+    be used). manifest["variants"]["masked"] mirrors the top level: inputs, outputs, artifacts."""
+    variant = plan.manifest.get("variants", {}).get("masked")
+    if variant is None:
+        return None, (), ""
+    names = {t.name for t in inputs}
+    extra = tuple(t for t in _tensor_specs(variant["inputs"]) if t.name not in names)
+    label = ", ".join(repr(t.name) for t in extra)
+    if plan.name != "onnxruntime":
+        return None, extra, (f"the {plan.name} engine runs the model without its optional "
+                             f"input(s) {label}; serve with --engine onnxruntime, eager or fused")
+    key, file, flags = _ARTIFACTS[plan.name, plan.precision]
+    entry = variant.get("artifacts", {}).get(key) or {}
+    path = export_dir / str(entry.get("file", ""))
+    if "file" not in entry or not path.is_file():
+        return None, extra, (f"{export_dir} has no {plan.precision} masked variant "
+                             f"(model.masked{file[len('model'):]}) for the input(s) {label}; "
+                             f"re-export with i2i-export {flags}, or serve with --engine eager")
+    if entry.get("passed") is False:
+        warnings.warn(f"{path} missed its parity check at export ({entry.get('parity')}); "
+                      "its outputs may differ from the checkpoint's", stacklevel=3)
+    return path, extra, ""
 
 
 def _tensor_specs(entries: list[dict]) -> tuple[TensorSpec, ...]:

@@ -13,15 +13,17 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..models.spec import TensorSpec
 from .protocol import ProtocolError
 
 FORMATS = {"PNG", "JPEG", "WEBP"}
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image"
-           ) -> Image.Image:
-    """RGB image from PNG/JPEG/WebP bytes; ProtocolError (400/413/415) for anything else."""
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image",
+           mode: str = "RGB") -> Image.Image:
+    """`mode` ("RGB", or "L" for masks) image from PNG/JPEG/WebP bytes; ProtocolError
+    (400/413/415) for anything else."""
     if not data:
         raise ProtocolError(f"{what} is empty: send a PNG, JPEG or WebP file")
     try:
@@ -47,13 +49,27 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image
     except Exception as err:                 # truncated or corrupt data
         raise ProtocolError(f"{what} could not be decoded ({err}); is the file complete?"
                             ) from err
-    return img.convert("RGB")
+    return img.convert(mode)
 
 
 def to_tensor(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     """(3, H, W) float32 in [-1, 1] at the model's size (bicubic, as the reference tests)."""
     resized = img.resize((size[1], size[0]), Image.BICUBIC)
     return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+
+
+def to_mask(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """(1, H, W) float32 in [0, 1] from a grey image (pixel / 255) at the model's size."""
+    resized = img.convert("L").resize((size[1], size[0]), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255)[None]
+
+
+def output_png(t: torch.Tensor, spec: TensorSpec, size: tuple[int, int]) -> bytes:
+    """One output (C, h, w) as PNG bytes at `size` = (width, height): a [0, 1] mask as grey
+    (which reads back as a mask input), another mask as red/blue, anything else as a picture."""
+    if tuple(spec.range) == (0.0, 1.0):
+        return grey_png(t, size)
+    return mask_png(t, size) if spec.name == "mask" else to_png(t, size)
 
 
 def to_png(t: torch.Tensor, size: tuple[int, int]) -> bytes:
@@ -71,6 +87,12 @@ def mask_png(m: torch.Tensor, size: tuple[int, int]) -> bytes:
     rgb = white - pos * np.array([0.0, 0.85, 0.85]) - neg * np.array([0.85, 0.85, 0.0])
     img = Image.fromarray((rgb * 255).round().astype(np.uint8)).resize(size, Image.NEAREST)
     return png_bytes(img)
+
+
+def grey_png(m: torch.Tensor, size: tuple[int, int]) -> bytes:
+    """(1, h, w) mask in [0, 1] -> grey PNG (pixel = round(255 m)) at `size` = (width, height)."""
+    array = (m.detach().float()[0].clamp(0, 1) * 255).round().byte().cpu().numpy()   # (h, w)
+    return png_bytes(Image.fromarray(array).resize(size, Image.BILINEAR))
 
 
 def png_bytes(img: Image.Image) -> bytes:

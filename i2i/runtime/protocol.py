@@ -8,6 +8,7 @@ ProtocolError with a message for the client and a 4xx status.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,9 +33,13 @@ class InferRequest:
     timeout_ms: float | None
 
 
-def parse_infer(body: bytes, header_length: str | None, expected: dict[str, tuple[int, ...]]
+def parse_infer(body: bytes, header_length: str | None, expected: dict[str, tuple[int, ...]],
+                optional: Collection[str] = (), refused: Mapping[str, str] | None = None
                 ) -> InferRequest:
-    """Decode a v2 infer request. `expected`: input name -> shape with -1 for free dims."""
+    """Decode a v2 infer request. `expected`: input name -> shape with -1 for free dims;
+    `optional`: the names in `expected` that a request may leave out; `refused`: input name ->
+    why this server cannot take it. Every input is (N, C, H, W), and all of a request's inputs
+    share N, H and W: they are batched together."""
     json_part, blobs = _split(body, header_length)
     try:
         request = json.loads(json_part)
@@ -45,6 +50,8 @@ def parse_infer(body: bytes, header_length: str | None, expected: dict[str, tupl
     inputs, offset = {}, 0
     for item in request["inputs"]:
         name, array, offset = _input(item, blobs, offset)
+        if refused and name in refused:
+            raise ProtocolError(refused[name])
         if name not in expected:
             raise ProtocolError(f"unknown input {name!r}; this model takes "
                                 f"{sorted(expected)}")
@@ -53,12 +60,13 @@ def parse_infer(body: bytes, header_length: str | None, expected: dict[str, tupl
     if offset != len(blobs):
         raise ProtocolError(f"binary data holds {len(blobs)} bytes but the inputs declare "
                             f"{offset}")
-    missing = sorted(set(expected) - set(inputs))
+    missing = sorted(set(expected) - set(inputs) - set(optional))
     if missing:
         raise ProtocolError(f"missing input(s) {missing}")
-    batch = {t.shape[0] for t in inputs.values()}
-    if len(batch) != 1:
-        raise ProtocolError(f"inputs disagree on the batch size: {sorted(batch)}")
+    if len({(t.shape[0], *t.shape[2:]) for t in inputs.values()}) != 1:
+        shapes = ", ".join(f"{n!r} is {list(t.shape)}" for n, t in inputs.items())
+        raise ProtocolError(f"inputs disagree on the batch size, height or width (dims 0, 2, "
+                            f"3): {shapes}; send inputs of one size, row for row")
     params = request.get("parameters") or {}
     binary_default = bool(params.get("binary_data_output", False))
     outputs = {}

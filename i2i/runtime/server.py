@@ -6,6 +6,10 @@ image endpoint for people and curl, health with readiness after warm-up, Prometh
     POST /v1/translate[?output=mask][&strength=0.5]   an image (raw body or multipart) -> PNG
     GET  /metrics                                     Prometheus text format
 
+A model with an exemplar (lomit) takes the tensors `image` and `exemplar` of one shape, or the
+multipart files `image` and `exemplar`; where the engine allows, also a `mask` (N, 1, H, W) in
+[0, 1] (a grey PNG on /v1/translate) that replaces the computed input mask.
+
 Errors are {"error": "..."} with a 4xx status (5xx only for engine failures and overload).
 """
 
@@ -19,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -26,12 +31,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
+from ..models.spec import TensorSpec
 from . import images
 from .batcher import Batcher, BatcherError
+from .engines import EngineSpec
 from .metrics import Metrics
 from .protocol import HEADER_LENGTH, NAMES, ProtocolError, encode_infer, parse_infer
 
 log = logging.getLogger("i2i.serve")
+# Outputs drawn over another input's pixels than the image's: returned at that input's size.
+DRAWN_OVER = {"exemplar_mask": "exemplar"}
 
 
 @dataclass
@@ -58,7 +67,13 @@ class Service:
                                config.max_queue, config.timeout_ms,
                                on_batch=self.metrics.on_batch)
         self.ready = False
-        self.expected = {t.name: tuple(t.shape) for t in self.spec.inputs}
+        self.optional = {t.name: t for t in self.spec.optional_inputs}
+        self.refused = dict(self.spec.refused_inputs)       # input name -> why not here
+        self.expected = {t.name: tuple(t.shape) for t in (*self.spec.inputs,
+                                                          *self.spec.optional_inputs)}
+        # Masks are range-checked (they weight a blend); images are not.
+        self.bounded = {t.name: tuple(t.range) for t in (*self.spec.inputs, *self.optional.values())
+                        if _is_mask(t)}
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -67,12 +82,15 @@ class Service:
         self.ready = True
 
     def warm_up(self) -> None:
-        """Run every batch size once (CUDA graphs and lazy compilation happen here)."""
+        """Run every batch size once (CUDA graphs and lazy compilation happen here), and batch
+        size 1 with the optional inputs too."""
         h, w = self.spec.size or self.spec.default_size
         started = time.perf_counter()
         for n in range(1, self.max_batch + 1):
-            self.engine.run({t.name: torch.zeros(n, self.spec.inputs[0].shape[1], h, w)
-                             for t in self.spec.inputs})
+            self.engine.run({t.name: torch.zeros(n, t.shape[1], h, w) for t in self.spec.inputs})
+        if self.optional:
+            self.engine.run({t.name: torch.zeros(1, t.shape[1], h, w)
+                             for t in (*self.spec.inputs, *self.spec.optional_inputs)})
         log.info("warmed up batch sizes 1..%d in %.1f s", self.max_batch,
                  time.perf_counter() - started)
 
@@ -91,11 +109,14 @@ class Service:
 
     async def infer(self, inputs: dict[str, torch.Tensor], timeout_ms: float | None = None
                     ) -> dict[str, torch.Tensor]:
+        """inputs: every model input, and optional ones, (N, C, H, W) of one N, H and W."""
         first = next(iter(inputs.values()))
         if first.shape[0] > self.max_batch:
             raise ProtocolError(f"batch of {first.shape[0]} is larger than this server's "
                                 f"max batch {self.max_batch}; split it")
         self.check_size(first.shape[2], first.shape[3])
+        for name in inputs.keys() & self.bounded.keys():
+            _check_range(name, inputs[name], self.bounded[name])
         self.metrics.queue_depth.set(self.batcher.stats.queue_depth + 1)
         try:
             return await self.batcher.submit(inputs, timeout_ms)
@@ -155,10 +176,12 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
         def tensors(specs):
             return [{"name": t.name, "datatype": NAMES[t.dtype], "shape": list(t.shape)}
                     for t in specs]
-        return JSONResponse({"name": name, "versions": ["1"],
-                             "platform": f"i2i_{engine.name}",
-                             "inputs": tensors(service.spec.inputs),
-                             "outputs": tensors(service.spec.outputs)})
+        meta = {"name": name, "versions": ["1"], "platform": f"i2i_{engine.name}",
+                "inputs": tensors(service.spec.inputs),
+                "outputs": tensors(service.spec.outputs)}
+        if service.optional:            # beyond KServe v2: inputs a request may add
+            meta["optional_inputs"] = tensors(service.spec.optional_inputs)
+        return JSONResponse(meta)
 
     async def model_ready(request: Request) -> Response:
         check_model(request)
@@ -168,7 +191,8 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
     async def infer(request: Request) -> Response:
         check_model(request)
         body = await read_body(request, config.max_body_bytes)
-        parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), service.expected)
+        parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), service.expected,
+                             optional=service.optional, refused=service.refused)
         outputs = await service.infer(parsed.inputs, parsed.timeout_ms)
         content, headers = encode_infer(name, parsed, outputs)
         return Response(content, headers=headers)
@@ -176,31 +200,24 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
     async def translate(request: Request) -> Response:
         body = await read_body(request, config.max_body_bytes)
         files = await _uploads(request, body)
-        if "image" not in files:
-            raise ProtocolError("send an image: the raw request body, or a multipart field "
-                                "named 'image'")
-        picture = images.decode(files["image"], config.max_pixels)
-        size = service.spec.size or service.spec.default_size
-        x = images.to_tensor(picture, size)[None]                    # (1, 3, H, W)
-        for t in service.spec.inputs[1:]:
-            if t.name not in files:
-                raise ProtocolError(f"this model also needs a {t.name!r} image")
-        inputs = {service.spec.inputs[0].name: x}
-        for t in service.spec.inputs[1:]:
-            inputs[t.name] = images.to_tensor(images.decode(files[t.name], config.max_pixels,
-                                                            t.name), size)[None]
-        outputs = await service.infer(inputs)
+        described = {t.name: t for t in service.spec.outputs}
         want = request.query_params.get("output", "translation")
-        if want not in outputs:
+        if want not in described:
             raise ProtocolError(f"output={want!r} is not an output of {name}; choose from "
-                                f"{list(outputs)}")
+                                f"{list(described)}")
         strength = request.query_params.get("strength")
-        if strength is not None:
-            outputs = _with_strength(outputs, x, strength, name)
-        t = outputs[want][0]
-        png = images.mask_png(t, picture.size) if want == "mask" else \
-            images.to_png(t, picture.size)
-        return Response(png, media_type="image/png")
+        strength = None if strength is None else _strength(strength, name)
+        refused = sorted(files.keys() & service.refused.keys())
+        if refused:
+            raise ProtocolError(service.refused[refused[0]])
+        pictures, inputs = _pictures(files, service.spec, config.max_pixels)
+        outputs = await service.infer(inputs)
+        if strength is not None:        # the additive model: clamp(x + s * m)
+            outputs = {**outputs, "translation": torch.clamp(
+                inputs["image"] + strength * outputs["mask"], -1.0, 1.0)}
+        size = pictures[DRAWN_OVER.get(want, "image")].size
+        return Response(images.output_png(outputs[want][0], described[want], size),
+                        media_type="image/png")
 
     async def metrics(request: Request) -> Response:
         service.metrics.queue_depth.set(service.batcher.stats.queue_depth)
@@ -283,11 +300,14 @@ async def _uploads(request: Request, body: bytes) -> dict[str, bytes]:
     if not kind.startswith("multipart/form-data"):
         return {"image": body}
     from starlette.datastructures import UploadFile
-    from starlette.formparsers import MultiPartParser
+    from starlette.formparsers import MultiPartException, MultiPartParser
 
     async def replay():
         yield body
-    form = await MultiPartParser(request.headers, replay()).parse()
+    try:
+        form = await MultiPartParser(request.headers, replay()).parse()
+    except MultiPartException as err:
+        raise ProtocolError(f"the multipart form could not be read ({err})") from err
     files = {}
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
@@ -297,17 +317,55 @@ async def _uploads(request: Request, body: bytes) -> dict[str, bytes]:
     return files
 
 
-def _with_strength(outputs: dict[str, torch.Tensor], x: torch.Tensor, text: str,
-                   model: str) -> dict[str, torch.Tensor]:
-    """The additive model's translation at another mask strength: clamp(x + s * m)."""
-    if "mask" not in outputs or model != "additive":
-        raise ProtocolError("strength applies to the additive model only")
+def _pictures(files: dict[str, bytes], spec: EngineSpec, max_pixels: int
+              ) -> tuple[dict[str, Image.Image], dict[str, torch.Tensor]]:
+    """The uploaded pictures by input name, and the inputs (1, C, H, W) made from them.
+
+    Pictures are resized to the model's size, so an exemplar may have another size than the
+    image; a mask (grey, pixel / 255) marks the image's pixels, so it must have the image's size.
+    """
+    if "image" not in files:
+        raise ProtocolError("send an image: the raw request body, or a multipart field "
+                            "named 'image'")
+    names = [t.name for t in spec.inputs]
+    missing = [n for n in names if n not in files]
+    if missing:
+        raise ProtocolError(f"{spec.model} takes the images {names}; missing {missing}: send "
+                            "a multipart form with one file field per name")
+    size = spec.size or spec.default_size
+    sent = [t for t in (*spec.inputs, *spec.optional_inputs) if t.name in files]
+    pictures = {t.name: images.decode(files[t.name], max_pixels, t.name)
+                for t in sent if not _is_mask(t)}
+    inputs = {n: images.to_tensor(p, size)[None] for n, p in pictures.items()}
+    width, height = pictures["image"].size
+    for t in filter(_is_mask, sent):
+        mask = images.decode(files[t.name], max_pixels, t.name, mode="L")
+        if mask.size != (width, height):
+            raise ProtocolError(f"{t.name} is {mask.size[0]}x{mask.size[1]} pixels; it must "
+                                f"have the image's size, {width}x{height} (width x height)")
+        inputs[t.name] = images.to_mask(mask, size)[None]
+    return pictures, inputs
+
+
+def _is_mask(t: TensorSpec) -> bool:
+    return t.shape[1] == 1 and tuple(t.range) == (0.0, 1.0)
+
+
+def _strength(text: str, model: str) -> float:
+    """The additive model's mask strength s of ?strength= (translation = clamp(x + s * m))."""
+    if model != "additive":
+        raise ProtocolError(f"strength applies to the additive model only, not {model!r}")
     try:
         strength = float(text)
     except ValueError as err:
         raise ProtocolError(f"strength must be a number, got {text!r}") from err
     if not 0.0 <= strength <= 4.0:
         raise ProtocolError(f"strength {strength} is outside [0, 4]")
-    translation = torch.clamp(x + strength * outputs["mask"], -1.0, 1.0)
-    return {**outputs, "translation": translation}
+    return strength
 
+
+def _check_range(name: str, x: torch.Tensor, bounds: tuple[float, float]) -> None:
+    lo, hi = bounds
+    if not bool(((x >= lo) & (x <= hi)).all()):         # NaN fails both comparisons
+        raise ProtocolError(f"input {name!r} must lie in [{lo:g}, {hi:g}]; it holds values "
+                            f"from {x.min().item():g} to {x.max().item():g}")
