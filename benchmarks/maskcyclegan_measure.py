@@ -31,7 +31,7 @@ from i2i.train.loop import TrainOptions, newest_state, train  # noqa: E402
 from i2i.train.measure_maskcyclegan import diversity, masked_change, translate_with  # noqa: E402
 
 SETTINGS = dict(model="maskcyclegan", data="synthetic:circle2square", ngf=16, n_blocks=3,
-                ndf=16, size=32, batch_size=16, seed=0, sample_every=500, checkpoint_every=500,
+                ndf=16, size=32, batch_size=8, seed=0, sample_every=500, checkpoint_every=500,
                 log_every=10)
 # Masks measured: the paper's three centred squares and three draws of Algorithm 1.
 SCHEMES = ("center:0.5", "center:0.8", "center:1.0", "rects", "rects", "rects")
