@@ -1,6 +1,7 @@
 """AOTInductor packages: parity with eager over the dynamic batch range, and the clear errors.
 
-Each compile takes 10-30 s on a 2-core CPU, so each model is exported once per module.
+Each compile takes 10-30 s on a 2-core CPU, so each model is exported once per module (LOMIT's
+two packages, plain and masked, by one i2i.export.build).
 """
 
 from __future__ import annotations
@@ -9,7 +10,11 @@ import pytest
 import torch
 
 import i2i.models
+from i2i.export import ExportOptions, build, read_manifest
 from i2i.export.aoti import export_aoti, load_aoti
+from i2i.export.wrap import masked_spec
+
+from .test_export_lomit import lomit_checkpoint
 
 SIZE = (16, 16)
 TOLERANCE = 1e-4                 # max abs error on outputs in [-1, 1]; measured ~1e-6
@@ -128,3 +133,57 @@ def test_cyclegan_matches_eager(cyclegan, batch):
     out = run({"image": x})
     assert list(out) == ["translation"]
     assert (out["translation"] - expected).abs().max().item() <= TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def lomit(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lomit")
+    ckpt = lomit_checkpoint(root)
+    out = build(ckpt, ExportOptions(out=root / "export", formats=("aoti",), batch=(1, 2, 3),
+                                    log=lambda *_: None))
+    module, spec = i2i.models.load(ckpt)
+    return out, module, spec
+
+
+def _pairs(batch: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(6)
+    return {"image": _images(batch, seed=3), "exemplar": _images(batch, seed=4),
+            "mask": torch.rand((batch, 1, *SIZE), generator=g)}
+
+
+def test_lomit_packages_pass_the_gate(lomit):
+    out, _, _ = lomit
+    manifest = read_manifest(out)
+    plain = manifest["artifacts"]["aoti"]
+    masked = manifest["variants"]["masked"]["artifacts"]["aoti"]
+    assert plain["file"] == "model.pt2" and masked["file"] == "model.masked.pt2"
+    for entry in (plain, masked):
+        assert entry["passed"] and entry["batch"] == [1, 2, 3]
+        assert max(v["max_abs"] for v in entry["parity"].values()) <= TOLERANCE
+    assert set(masked["parity"]) == {"translation", "exemplar_mask"}
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_lomit_matches_eager(lomit, batch):
+    out, module, spec = lomit
+    x = _pairs(batch)
+    with torch.no_grad():
+        plain_want = module(x["image"], x["exemplar"])
+        masked_want = module.translate(x["image"], x["exemplar"], mask=x["mask"])
+    plain = load_aoti(out / "model.pt2", spec)({k: x[k] for k in ("image", "exemplar")})
+    masked = load_aoti(out / "model.masked.pt2", masked_spec(module, spec))(x)
+    assert list(plain) == ["translation", "mask", "exemplar_mask"]
+    assert list(masked) == ["translation", "exemplar_mask"]
+    for got, want in ((plain, plain_want), (masked, masked_want)):
+        for name, value in got.items():
+            assert (value - want[name]).abs().max().item() <= TOLERANCE, name
+
+
+def test_lomit_inputs_must_share_the_batch(lomit):
+    out, module, spec = lomit
+    run = load_aoti(out / "model.masked.pt2", masked_spec(module, spec))
+    x = _pairs(2)
+    with pytest.raises(ValueError, match=r"share batch.*exemplar \(1, 3, 16, 16\)"):
+        run({**x, "exemplar": x["exemplar"][:1]})
+    with pytest.raises(ValueError, match=r"input 'mask' has shape \(2, 3, 16, 16\)"):
+        run({**x, "mask": x["image"]})

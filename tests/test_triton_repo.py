@@ -36,6 +36,29 @@ def make_onnx(path: Path, elem: int = TensorProto.FLOAT, batch: str | int = "N",
     return path
 
 
+def make_lomit_onnx(path: Path, masked: bool) -> Path:
+    """LOMIT's signature: image, exemplar (N, 3, H, W) [, mask (N, 1, H, W)] -> translation
+    (N, 3, H, W) [, mask], exemplar_mask (N, 1, H, W); the masked graph returns no mask."""
+    def value(name: str, channels: int):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", channels, "H", "W"])
+
+    inputs = [value("image", 3), value("exemplar", 3)] + ([value("mask", 1)] if masked else [])
+    mask = "mask" if masked else "image_mask"
+    nodes = [helper.make_node("ReduceMean", ["exemplar"], ["exemplar_mask"], axes=[1]),
+             helper.make_node("Add", ["image", "exemplar"], ["sum"]),
+             helper.make_node("Mul", ["sum", mask], ["translation"])]
+    outputs = [value("translation", 3), value("exemplar_mask", 1)]
+    if not masked:
+        nodes.insert(0, helper.make_node("ReduceMean", ["image"], ["image_mask"], axes=[1]))
+        nodes.append(helper.make_node("Identity", ["image_mask"], ["mask"]))
+        outputs.insert(1, value("mask", 1))
+    graph = helper.make_graph(nodes, "lomit", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save_model(model, str(path))
+    return path
+
+
 def parse_config(path: Path) -> mc.ModelConfig:
     return text_format.Parse(path.read_text(), mc.ModelConfig())
 
@@ -91,6 +114,25 @@ def test_repository_config_matches_schema_and_graph(tmp_path):
     assert len(config.instance_group) == 1
     assert config.instance_group[0].count == 2
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_two_and_three_input_configs_match_schema_and_graph(tmp_path, masked):
+    onnx_path = make_lomit_onnx(tmp_path / "model.onnx", masked)
+    name = "lomit_masked" if masked else "lomit"
+    [folder] = write_repository(tmp_path / "triton", name, *io_from_onnx(onnx_path), onnx_path,
+                                None, max_batch_size=8)
+    config = parse_config(folder / "config.pbtxt")
+    assert config.name == name
+    assert config_signature(config) == onnx_signature(folder / "1" / "model.onnx")
+    want_in = [("image", [3, -1, -1]), ("exemplar", [3, -1, -1])]
+    want_out = [("translation", [3, -1, -1]), ("exemplar_mask", [1, -1, -1])]
+    if masked:
+        want_in.append(("mask", [1, -1, -1]))
+    else:
+        want_out.insert(1, ("mask", [1, -1, -1]))
+    assert [(t.name, list(t.dims)) for t in config.input] == want_in
+    assert [(t.name, list(t.dims)) for t in config.output] == want_out
 
 
 def test_defaults_parse(tmp_path):

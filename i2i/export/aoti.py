@@ -5,10 +5,11 @@ Python code. The batch dimension is dynamic within the exported [min, max] range
 fixed at export time (one package per image size). The additive model's `strength` attribute is
 read at export time and baked into the package as a constant.
 
-Outputs: the module's dict outputs are exported as they are. In torch 2.13 the loaded package
-unflattens its outputs with the exported pytree spec, so it returns the same dict (keys in the
-module's order); `load_aoti` still accepts a tuple or list in spec order, as packages written by
-other torch versions may return one.
+Inputs and outputs: the module is exported through `wrap.Positional`, so the package takes its
+inputs positionally and returns a tuple, both in the spec's order (torch.export cannot give
+dynamic shapes to a forward(**inputs), which the masked variant's wrapper has); `load_aoti`
+turns both back into names. Packages exported with keyword inputs (no "call" in their metadata)
+are still called by keyword, and a dict they return is read by name.
 
 The compiled code does not check its inputs (AOTInductor checks only when AOTI_RUNTIME_CHECK_INPUTS
 is set in the environment): a batch outside the range or another image size would be read with
@@ -34,7 +35,7 @@ import torch._inductor
 from torch import Tensor, nn
 
 from ..models.spec import ModelSpec
-from .wrap import example_inputs
+from .wrap import Positional, check_shared_dims, example_inputs
 
 METADATA_KEY = "i2i"        # the package metadata entry that holds our JSON facts
 
@@ -62,16 +63,18 @@ def export_aoti(module: nn.Module, spec: ModelSpec, path: Path, batch: tuple[int
     dynamic = low < high
     if dynamic:
         dim = torch.export.Dim("batch", min=low, max=high)
-        shapes = {name: {0: dim} for name in inputs}
+        shapes = (tuple({0: dim} for _ in inputs),)          # forward(*inputs)
     else:
         shapes = None                         # min == max: a static batch, traced as is
     with torch.no_grad(), warnings.catch_warnings():
         # torch's own pytree code warns about its own deprecated LeafSpec; nothing to act on.
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec")
-        program = torch.export.export(model, (), kwargs=inputs, dynamic_shapes=shapes)
+        program = torch.export.export(Positional(model, spec).eval(), tuple(inputs.values()),
+                                      dynamic_shapes=shapes)
 
     facts = {"inputs": [t.name for t in spec.inputs], "outputs": [t.name for t in spec.outputs],
-             "batch": [low, opt, high], "size": [height, width], "device": device}
+             "batch": [low, opt, high], "size": [height, width], "device": device,
+             "call": "positional"}
     torch._inductor.aoti_compile_and_package(
         program, package_path=str(path),
         inductor_configs={"aot_inductor.metadata": {METADATA_KEY: json.dumps(facts)}})
@@ -110,11 +113,14 @@ def load_aoti(path: Path, spec: ModelSpec, device: str = "cpu"
     low, _, high = facts["batch"]
     size = tuple(facts["size"])
     target = torch.device(device)
+    positional = facts.get("call") == "positional"
 
     def run(inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         _check_inputs(inputs, spec, (low, high), size, target, path)
         # The compiled kernels assume the contiguous strides of the traced example.
-        out = compiled(**{name: inputs[name].contiguous() for name in names_in})
+        ordered = [inputs[name].contiguous() for name in names_in]
+        out = compiled(*ordered) if positional else compiled(**dict(zip(names_in, ordered,
+                                                                        strict=True)))
         if isinstance(out, dict):
             return {name: out[name] for name in names_out}
         return dict(zip(names_out, out, strict=True))   # tuple or list in spec order
@@ -148,3 +154,4 @@ def _check_inputs(inputs: dict[str, Tensor], spec: ModelSpec, batch: tuple[int, 
         if x.dtype != getattr(torch, t.dtype) or x.device.type != device.type:
             raise ValueError(f"input {t.name!r} is {x.dtype} on {x.device}; {path} takes "
                              f"{t.dtype} on {device}")
+    check_shared_dims(inputs, path)        # one batch for all: the kernels read every input with it

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..models import CheckpointError, UnknownModelError
+from ..models import MODELS, CheckpointError, UnknownModelError
 from .build import DEFAULT_FORMATS, ExportOptions, ParityError, build, find_checkpoint
 
 EXAMPLE = "example: i2i-export --model additive --fp16   (after make demo)"
@@ -18,10 +18,12 @@ def parser() -> argparse.ArgumentParser:
         "Server repository, each checked for parity against eager PyTorch."))
     p.add_argument("--checkpoint", type=Path, help="default: the newest checkpoint of --model "
                                                    "under --runs")
-    p.add_argument("--model", help="additive, cyclegan or pix2pix; must match the checkpoint")
+    p.add_argument("--model", help=f"one of {', '.join(MODELS)}; must match the checkpoint "
+                                   "(lomit also gets its masked variant, model.masked.onnx)")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="where to look for "
                                                                   "checkpoints (default runs/)")
-    p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx")
+    p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (and "
+                                                       "model.masked.fp16.onnx for lomit)")
     p.add_argument("--fp16-io", action="store_true", help="fp16 model takes and returns fp16")
     p.add_argument("--formats", default=None,
                    help="comma list of onnx, trt, aoti, triton (default onnx,aoti,triton, plus "

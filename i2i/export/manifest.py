@@ -3,7 +3,14 @@
     {"format": "i2i-export", "format_version": 1, "model", "config",
      "checkpoint": {"file", "sha256", "step"}, "inputs"/"outputs": [{"name", "shape", "dtype",
      "range"}], "batch": {"min", "opt", "max"}, "size", "size_multiple", "opset", "versions",
-     "artifacts": {"onnx" | "onnx_fp16" | "aoti" | "tensorrt" | "triton": {..., "parity": ...}}}
+     "artifacts": {"onnx" | "onnx_fp16" | "aoti" | "tensorrt" | "triton": {..., "parity": ...}},
+     "variants": {"masked": {"call": "translate", "inputs", "outputs",
+                             "artifacts": {"onnx" | "onnx_fp16" | "aoti" | "triton": {...}}}}}
+
+"variants" is present only for models that declare `masked_inputs`. A variant's "inputs",
+"outputs" and "artifacts" have the same layout as the top level's, so a reader can open it by
+overlaying them on the manifest; its files are model.masked.onnx, model.masked.fp16.onnx,
+model.masked.pt2 and triton/<model>_masked/.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The parity gate: every artifact against eager fp32 PyTorch from the checkpoint, on a fixed set
-of inputs (images of the model's domain where the checkpoint says what it was trained on, and
-seeded random images), with max/mean absolute error and PSNR per output.
+of inputs (real inputs where the checkpoint says what it was trained on, and seeded random
+ones in each input's range), with max/mean absolute error and PSNR per output.
 
 Thresholds on the [-1, 1] scale: fp32 artifacts max abs error <= 1e-4; fp16 artifacts
 PSNR >= 40 dB (peak-to-peak 2).
@@ -16,27 +16,75 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..models.spec import ModelSpec
+from ..models.spec import ModelSpec, TensorSpec
 from ..synthetic import TASKS, SyntheticShapes
+from ..synthetic_attributes import AttributeShapes
+from .wrap import example_inputs
 
 FP32_MAX_ABS = 1e-4
 FP16_MIN_PSNR = 40.0
 Runner = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
-def domain_images(data: dict, size: tuple[int, int], count: int) -> torch.Tensor | None:
-    """(count, 3, H, W) images of the training source domain, or None when unknown."""
-    if data.get("kind") == "synthetic" and data.get("task") in TASKS and size[0] == size[1]:
+def domain_inputs(spec: ModelSpec, data: dict, size: tuple[int, int], batch: int
+                  ) -> dict[str, torch.Tensor] | None:
+    """One batch of real inputs from the training data, or None when the data is unknown.
+
+    Every image input gets its own images (an image paired with itself would hide a swap of two
+    inputs); a mask input (one channel in [0, 1]) gets the true object regions of the first image
+    input's images where the data knows them, else seeded uniform values.
+    """
+    images = [t for t in spec.inputs if _is_image(t, spec)]
+    if not images:
+        return None
+    pool, regions = domain_samples(data, size, batch * len(images))
+    if pool is None:
+        return None
+    # Distinct images per input where the pool holds enough; else each input one image further on.
+    step = batch if len(pool) >= batch * len(images) else 1
+    g = torch.Generator().manual_seed(4321)
+    out = {}
+    for t in spec.inputs:
+        if t in images:
+            out[t.name] = pool[(torch.arange(batch) + images.index(t) * step) % len(pool)]
+        elif _is_mask(t) and regions is not None:
+            out[t.name] = regions[torch.arange(batch) % len(regions)]
+        else:
+            low, high = t.range
+            out[t.name] = torch.rand((batch, t.shape[1], *size), generator=g) * (high - low) + low
+    return out
+
+
+def domain_samples(data: dict, size: tuple[int, int], count: int
+                   ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(images (M, 3, H, W), regions (M, 1, H, W) in {0, 1} or None) of the training source
+    domain, M <= count; (None, None) when the data is unknown."""
+    square = size[0] == size[1]
+    if data.get("kind") == "synthetic" and data.get("task") in TASKS and square:
         shapes = SyntheticShapes(data["task"], size[0], split="test", seed=data.get("seed", 0))
-        return torch.stack([shapes.sample("A", i)[0] for i in range(count)])
+        return torch.stack([shapes.sample("A", i)[0] for i in range(count)]), None
+    if data.get("kind") == "synthetic_attributes" and square:
+        scenes = AttributeShapes(size[0], split="test", seed=data.get("seed", 0), length=count,
+                                 noise=data.get("noise", 0.03))
+        samples = [scenes.sample(i) for i in range(count)]
+        regions = [meta.region(size[0]).float()[None] for _, meta in samples]   # (1, H, W)
+        return torch.stack([image for image, _ in samples]), torch.stack(regions)
     root = Path(str(data.get("root", "")))
     for folder in (root / "testA", root / "trainA"):
         if data.get("root") and folder.is_dir():
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() in
                            (".png", ".jpg", ".jpeg", ".bmp", ".webp"))[:count]
             if files:
-                return torch.stack([_load(p, size) for p in files])
-    return None
+                return torch.stack([_load(p, size) for p in files]), None
+    return None, None
+
+
+def _is_image(t: TensorSpec, spec: ModelSpec) -> bool:
+    return t.shape[1] == spec.channels and tuple(t.range) == (-1.0, 1.0)
+
+
+def _is_mask(t: TensorSpec) -> bool:
+    return t.shape[1] == 1 and tuple(t.range) == (0.0, 1.0)
 
 
 def _load(path: Path, size: tuple[int, int]) -> torch.Tensor:
@@ -46,16 +94,11 @@ def _load(path: Path, size: tuple[int, int]) -> torch.Tensor:
 
 def parity_inputs(spec: ModelSpec, data: dict, size: tuple[int, int], batch: int
                   ) -> list[dict[str, torch.Tensor]]:
-    """Batches of (batch, C, H, W) inputs: domain images (if known) and seeded random ones."""
-    g = torch.Generator().manual_seed(1234)
-    batches = []
-    images = domain_images(data, size, batch)
-    if images is not None:
-        batches.append({t.name: images for t in spec.inputs})
-    for _ in range(2):
-        batches.append({t.name: torch.rand((batch, spec.channels, *size), generator=g) * 2 - 1
-                        for t in spec.inputs})
-    return batches
+    """Batches of (batch, C, H, W) inputs, each input with its own channels and range: one from
+    the training data (if known) and two seeded random ones."""
+    domain = domain_inputs(spec, data, size, batch)
+    randoms = [example_inputs(spec, batch, size, seed=1234 + i) for i in range(2)]
+    return ([domain] if domain is not None else []) + randoms
 
 
 def compare(reference: Runner, candidate: Runner, inputs: list[dict[str, torch.Tensor]]

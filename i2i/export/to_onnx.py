@@ -24,7 +24,7 @@ from torch import nn
 
 from ..kernels import ONNX_TRANSLATIONS
 from ..models.spec import ModelSpec
-from .wrap import Positional, example_inputs
+from .wrap import Positional, check_shared_dims, example_inputs
 
 OPSET = 18
 FP32_OPS = ["InstanceNormalization"]         # kept in fp32 inside the fp16 graph
@@ -46,6 +46,9 @@ def export_onnx(module: nn.Module, spec: ModelSpec, path: Path, batch: tuple[int
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec")
+        # Every input shares the batch, height and width dims; the exporter names them once and
+        # warns about each repeat.
+        warnings.filterwarnings("ignore", category=UserWarning, message=".*shares the same shape")
         program = torch.onnx.export(
             wrapped, tuple(example.values()), dynamo=True, opset_version=opset,
             input_names=wrapped.input_names, output_names=wrapped.output_names,
@@ -117,6 +120,9 @@ def onnx_runner(path: Path, threads: int | None = None):
     dtypes = {i.name: i.type for i in session.get_inputs()}
 
     def run(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if sorted(inputs) != sorted(dtypes):
+            raise ValueError(f"{path} takes inputs {sorted(dtypes)}, got {sorted(inputs)}")
+        check_shared_dims(inputs, path)
         feed = {k: v.detach().cpu().numpy().astype("float16" if dtypes[k] == "tensor(float16)"
                                                      else "float32") for k, v in inputs.items()}
         return {n: torch.from_numpy(v).float() for n, v in zip(names, session.run(names, feed),

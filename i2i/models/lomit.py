@@ -168,6 +168,7 @@ def upsample_mask(mask: torch.Tensor) -> torch.Tensor:
 
 class LomitTranslator(nn.Module):
     size_multiple = 4
+    masked_inputs = (TensorSpec("mask", (-1, 1, -1, -1), range=(0.0, 1.0)),)   # of translate()
 
     def __init__(self, config: LomitConfig):
         super().__init__()
