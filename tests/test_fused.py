@@ -56,6 +56,24 @@ def test_swapped_generator_gives_the_same_translations(name):
     assert fused.state_dict().keys() == eager.state_dict().keys()
 
 
+def test_swapped_maskcyclegan_gives_the_same_translations():
+    torch.manual_seed(0)
+    config = make_config("maskcyclegan", {"ngf": 4, "n_blocks": 2})
+    eager = build("maskcyclegan", config).eval()
+    fused = use_fused_kernels(build("maskcyclegan", config).eval())
+    fused.load_state_dict(eager.state_dict())
+    assert fused.fused_kernels == 1 + 2 + 2 + 2       # its ResNet generator's norm steps
+    x = image()
+    mask = torch.zeros(2, 1, 20, 20)
+    mask[0, :, 4:16, 4:16] = 1
+    mask[1, :, :10] = 1
+    with torch.no_grad():
+        want = eager(x, mask)["translation"]
+        got = fused(x, mask)["translation"]
+        truth = eager.double()(x.double(), mask.double())["translation"]
+    assert_kernel_close(got, want, truth, torch.float32, "maskcyclegan translation")
+
+
 def test_use_fused_kernels_refuses_a_model_with_nothing_to_fuse():
     with pytest.raises(ValueError, match="found nothing to fuse in Linear"):
         use_fused_kernels(torch.nn.Linear(2, 2))
