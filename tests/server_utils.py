@@ -39,6 +39,15 @@ def tiny_lomit_checkpoint(folder: Path, seed: int = 0, size: int = 16) -> Path:
                            module.state_dict(), step=1, meta={"training": {"size": size}})
 
 
+def tiny_maskcyclegan_checkpoint(folder: Path, seed: int = 0, size: int = 16) -> Path:
+    """A random-weight Mask CycleGAN (image + mask -> translation)."""
+    torch.manual_seed(seed)
+    config = make_config("maskcyclegan", {"ngf": 4, "n_blocks": 1})
+    module = build("maskcyclegan", config)
+    return save_checkpoint(folder / "step_000001.safetensors", "maskcyclegan", config,
+                           module.state_dict(), step=1, meta={"training": {"size": size}})
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,25 +2,35 @@
 
     i2i-serve --export exports/additive --input-dir photos/ --output-dir out/ [--masks]
     i2i-serve --export exports/lomit --input-dir photos/ --output-dir out/ --exemplar ref.png
+    i2i-serve --export exports/maskcyclegan --input-dir photos/ --output-dir out/ --mask rects
 
 Outputs are PNGs at each input's size named after it (`cat.jpg` -> `cat.png`, and
 `cat.mask.png` with --masks). Unreadable files are reported and skipped while the rest
 complete; a re-run skips every input whose outputs already exist. A model with an exemplar
 input (lomit) translates every input towards the one exemplar image given.
+
+A model with a mask input (maskcyclegan: required; lomit: optional) takes --mask: a scheme of
+i2i.masks (center:0.5, rects:..., attention:map.png), drawn on each input with a seed made from
+its file name, so a re-run draws the same masks; or one grey mask image (pixel / 255) stretched
+to the model's size like every input. With --masks, a model without a mask output writes the
+mask it was given.
 """
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from ..masks import MaskSampler, parse_mask_spec
+from ..models.spec import TensorSpec
 from . import images
 from .batcher import Batcher, BatcherError
-from .engines import EngineSpec
+from .engines import EngineSpec, mask_input
 from .protocol import ProtocolError
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
@@ -44,22 +54,62 @@ def output_names(inputs: list[Path]) -> dict[Path, str]:
 def translate_folder(engine, input_dir: Path, output_dir: Path, masks: bool = False,
                      max_batch: int = 8, max_delay_ms: float = 5.0,
                      max_pixels: int = images.DEFAULT_MAX_PIXELS,
-                     progress: bool = True, exemplar: Path | None = None) -> JobReport:
-    """exemplar: the image every input is translated towards, for models that take one."""
+                     progress: bool = True, exemplar: Path | None = None,
+                     mask: str | None = None) -> JobReport:
+    """exemplar: the image every input is translated towards, for models that take one.
+    mask: a mask scheme or a grey mask image's path, for models with a mask input."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
     shared = _shared_inputs(engine.spec, exemplar, max_pixels)
+    fixed, scheme = _masking(engine.spec, mask, max_pixels)
+    shared.update(fixed)
     files = sorted(p for p in input_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     output_dir.mkdir(parents=True, exist_ok=True)
     return asyncio.run(_run(engine, files, output_dir, masks, max_batch, max_delay_ms,
-                            max_pixels, progress, shared))
+                            max_pixels, progress, shared, scheme))
+
+
+@dataclass(frozen=True)
+class _Scheme:
+    """--mask SCHEME: drawn on each input for the mask input `target`."""
+
+    target: TensorSpec
+    sampler: MaskSampler
+    text: str
+
+
+def _masking(spec: EngineSpec, mask: str | None, max_pixels: int
+             ) -> tuple[dict[str, torch.Tensor], _Scheme | None]:
+    """What --mask gives the inputs: a mask file's (1, 1, H, W) mask, shared by all, or the
+    scheme drawn for each; ({}, None) without --mask, where the model can do without one."""
+    target = mask_input(spec)
+    if mask is None:
+        if target is not None and target in spec.inputs:
+            raise ValueError(f"{spec.model} translates the pixels a mask marks (1 = translate, "
+                             "0 = keep): pass --mask SPEC_OR_FILE, a scheme such as center:0.5 "
+                             "or rects (drawn on each input, seeded by its file name) or one "
+                             "grey mask image for every input")
+        return {}, None
+    if target is None:
+        refused = dict(spec.refused_inputs)
+        raise ValueError(refused.get("mask") or f"{spec.model} takes no mask; leave out --mask")
+    path = Path(mask)
+    if path.is_file():
+        picture = images.decode(path.read_bytes(), max_pixels, f"mask {path}", mode="L")
+        return {target.name: images.to_mask(picture, spec.size or spec.default_size)[None]}, None
+    try:
+        return {}, _Scheme(target, parse_mask_spec(mask), mask)
+    except ValueError as err:
+        raise ValueError(f"--mask {mask!r} is neither a mask image file nor a mask scheme: "
+                         f"{err}") from err
 
 
 def _shared_inputs(spec: EngineSpec, exemplar: Path | None, max_pixels: int
                    ) -> dict[str, torch.Tensor]:
     """The inputs every image is sent with: {} or {"exemplar": (1, 3, H, W)}."""
-    names = [t.name for t in spec.inputs]
+    target = mask_input(spec)
+    names = [t.name for t in spec.inputs if t != target]
     if names == ["image"]:
         if exemplar is not None:
             raise ValueError(f"{spec.model} takes no exemplar; leave out --exemplar")
@@ -77,12 +127,18 @@ def _shared_inputs(spec: EngineSpec, exemplar: Path | None, max_pixels: int
     return {"exemplar": images.to_tensor(picture, spec.size or spec.default_size)[None]}
 
 
+def _seed(path: Path) -> int:
+    """A mask scheme's seed for one input: from its file name, the same on every run."""
+    return zlib.crc32(path.name.encode())
+
+
 async def _run(engine, files, output_dir, masks, max_batch, max_delay_ms, max_pixels,
-               progress, shared) -> JobReport:
+               progress, shared, scheme) -> JobReport:
     report = JobReport()
     spec = engine.spec
     size = spec.size or spec.default_size
     described = {t.name: t for t in spec.outputs}
+    given = mask_input(spec)                    # written by --masks if the model has no "mask"
     batcher = Batcher(engine.run, min(max_batch, spec.max_batch_size), max_delay_ms,
                       max_queue=4 * max_batch + 8, default_timeout_ms=None)
     await batcher.start()
@@ -102,11 +158,17 @@ async def _run(engine, files, output_dir, masks, max_batch, max_delay_ms, max_pi
                 if path.suffix.lower() not in EXTENSIONS:
                     raise ProtocolError(f"not an image file ({path.suffix or 'no extension'})")
                 picture = images.decode(path.read_bytes(), max_pixels, path.name)
-                x = images.to_tensor(picture, size)[None]
-                result = await batcher.submit({"image": x, **shared})
+                inputs = {"image": images.to_tensor(picture, size)[None], **shared}
+                if scheme is not None:
+                    inputs[scheme.target.name] = images.drawn_mask(
+                        scheme.sampler, picture.size, size, _seed(path), f"--mask {scheme.text}")
+                result = await batcher.submit(inputs)
                 out.write_bytes(images.to_png(result["translation"][0], picture.size))
                 if masks and "mask" in result:
                     mask_out.write_bytes(images.output_png(result["mask"][0], described["mask"],
+                                                           picture.size))
+                elif masks and given is not None and given.name in inputs:
+                    mask_out.write_bytes(images.output_png(inputs[given.name][0], given,
                                                            picture.size))
                 report.translated.append(path)
             except (ProtocolError, BatcherError, OSError) as err:

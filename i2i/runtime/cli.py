@@ -13,7 +13,8 @@ EXAMPLES = """examples:
   i2i-serve --export exports/additive                      # onnxruntime engine on 127.0.0.1:8000
   i2i-serve --checkpoint runs/x/checkpoints/step_001000.safetensors --engine eager
   i2i-serve --export exports/additive --input-dir in/ --output-dir out/ --masks
-  i2i-serve --export exports/lomit --input-dir in/ --output-dir out/ --exemplar ref.png"""
+  i2i-serve --export exports/lomit --input-dir in/ --output-dir out/ --exemplar ref.png
+  i2i-serve --export exports/maskcyclegan --input-dir in/ --output-dir out/ --mask center:0.5"""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,6 +45,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exemplar", type=Path,
                    help="with --input-dir: the exemplar image every input is translated "
                         "towards (models with an exemplar input: lomit)")
+    p.add_argument("--mask", metavar="SPEC_OR_FILE",
+                   help="with --input-dir: a mask scheme drawn on each input, seeded by its "
+                        "file name (center:0.5, rects, rects:min_area=0.2, attention:map.png), "
+                        "or one grey mask image for every input, 255 = translate (models with "
+                        "a mask input: maskcyclegan needs one, lomit may take one)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
@@ -68,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.exemplar and not args.input_dir:
             raise ValueError("--exemplar goes with --input-dir; a served model takes its "
                              "exemplar with each request")
+        if args.mask and not args.input_dir:
+            raise ValueError("--mask goes with --input-dir; a served model takes its mask with "
+                             "each request (a mask file, or ?mask=SCHEME on /v1/translate)")
         engine = open_from_args(args)
     except (ValueError, FileNotFoundError, RuntimeError, CheckpointError) as err:
         print(f"i2i-serve: error: {err}", file=sys.stderr)
@@ -79,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                                       max_batch=min(args.max_batch, 16),
                                       max_delay_ms=args.max_delay_ms,
                                       max_pixels=args.max_pixels, progress=args.progress,
-                                      exemplar=args.exemplar)
+                                      exemplar=args.exemplar, mask=args.mask)
         except (FileNotFoundError, ValueError) as err:
             print(f"i2i-serve: error: {err}", file=sys.stderr)
             return 2

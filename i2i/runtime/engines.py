@@ -54,6 +54,13 @@ class EngineSpec:
                                                         # model that this engine cannot take
 
 
+def mask_input(spec: EngineSpec) -> TensorSpec | None:
+    """The engine's mask input (one channel in [0, 1]; maskcyclegan's required one, lomit's
+    optional one), which a mask file or a mask scheme fills; None if it has none."""
+    return next((t for t in (*spec.inputs, *spec.optional_inputs)
+                 if t.shape[1] == 1 and tuple(t.range) == (0.0, 1.0)), None)
+
+
 class Engine(Protocol):
     name: str
     spec: EngineSpec
@@ -567,4 +574,4 @@ def _fixed_size(name: str, manifest: dict) -> tuple[int, int] | None:
 
 
 __all__ = ["ENGINES", "Engine", "EngineSpec", "check_batch", "engine_availability",
-           "open_engine"]
+           "mask_input", "open_engine"]

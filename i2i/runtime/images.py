@@ -11,8 +11,10 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from ..masks import MaskSampler
 from ..models.spec import TensorSpec
 from .protocol import ProtocolError
 
@@ -62,6 +64,23 @@ def to_mask(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     """(1, H, W) float32 in [0, 1] from a grey image (pixel / 255) at the model's size."""
     resized = img.convert("L").resize((size[1], size[0]), Image.BILINEAR)
     return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255)[None]
+
+
+def drawn_mask(sampler: MaskSampler, picture: tuple[int, int], size: tuple[int, int],
+               seed: int, label: str = "mask") -> torch.Tensor:
+    """(1, 1, H, W) {0, 1} mask at the model's size (H, W) = size, drawn by a mask scheme
+    (i2i.masks) on the picture's own pixels, `picture` = (width, height), so `center` is the
+    picture's centered square, then scaled with nearest neighbours so it stays binary.
+    ProtocolError, starting with `label`, where the scheme cannot mask this picture (center on
+    a non-square one)."""
+    width, height = picture
+    try:
+        mask = sampler.sample(1, height, width, generator=seed)              # (1, 1, h, w)
+    except ValueError as err:
+        raise ProtocolError(f"{label}: {err}") from err
+    if (height, width) == tuple(size):
+        return mask
+    return F.interpolate(mask, size=tuple(size), mode="nearest-exact")
 
 
 def output_png(t: torch.Tensor, spec: TensorSpec, size: tuple[int, int]) -> bytes:

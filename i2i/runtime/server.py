@@ -4,11 +4,18 @@ image endpoint for people and curl, health with readiness after warm-up, Prometh
     GET  /v2/health/live | /v2/health/ready | /v2 | /v2/models/{model}[/versions/1][/ready]
     POST /v2/models/{model}[/versions/1]/infer        JSON tensors or the binary extension
     POST /v1/translate[?output=mask][&strength=0.5]   an image (raw body or multipart) -> PNG
+         /v1/translate?mask=SCHEME[&seed=N]           ... with a mask drawn by a scheme
     GET  /metrics                                     Prometheus text format
 
 A model with an exemplar (lomit) takes the tensors `image` and `exemplar` of one shape, or the
 multipart files `image` and `exemplar`; where the engine allows, also a `mask` (N, 1, H, W) in
 [0, 1] (a grey PNG on /v1/translate) that replaces the computed input mask.
+
+A model with a mask input (maskcyclegan: required, 1 = translate, 0 = keep; lomit: optional)
+takes on /v1/translate either a grey file `mask` of the image's size (pixel / 255: grey levels
+give a soft mask) or a scheme of i2i.masks in the query (?mask=center:0.5, ?mask=rects:...),
+drawn on the image with the seed `seed` (default 0), so the same query gives the same mask.
+?output=mask returns the mask that was used.
 
 Errors are {"error": "..."} with a 4xx status (5xx only for engine failures and overload).
 """
@@ -31,10 +38,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
+from ..masks import MaskSampler, parse_mask_spec
 from ..models.spec import TensorSpec
 from . import images
 from .batcher import Batcher, BatcherError
-from .engines import EngineSpec
+from .engines import EngineSpec, mask_input
 from .metrics import Metrics
 from .protocol import HEADER_LENGTH, NAMES, ProtocolError, encode_infer, parse_infer
 
@@ -74,6 +82,7 @@ class Service:
         # Masks are range-checked (they weight a blend); images are not.
         self.bounded = {t.name: tuple(t.range) for t in (*self.spec.inputs, *self.optional.values())
                         if _is_mask(t)}
+        self.mask = mask_input(self.spec)       # filled by a mask file or ?mask=SCHEME
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -201,22 +210,26 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
         body = await read_body(request, config.max_body_bytes)
         files = await _uploads(request, body)
         described = {t.name: t for t in service.spec.outputs}
+        if service.mask is not None and service.mask.name not in described:
+            described[service.mask.name] = service.mask     # ?output=mask: the mask used
         want = request.query_params.get("output", "translation")
         if want not in described:
             raise ProtocolError(f"output={want!r} is not an output of {name}; choose from "
                                 f"{list(described)}")
         strength = request.query_params.get("strength")
         strength = None if strength is None else _strength(strength, name)
+        scheme = _scheme(request.query_params, name, service.mask, files, service.refused)
         refused = sorted(files.keys() & service.refused.keys())
         if refused:
             raise ProtocolError(service.refused[refused[0]])
-        pictures, inputs = _pictures(files, service.spec, config.max_pixels)
+        pictures, inputs = _pictures(files, service.spec, config.max_pixels, scheme)
         outputs = await service.infer(inputs)
         if strength is not None:        # the additive model: clamp(x + s * m)
             outputs = {**outputs, "translation": torch.clamp(
                 inputs["image"] + strength * outputs["mask"], -1.0, 1.0)}
         size = pictures[DRAWN_OVER.get(want, "image")].size
-        return Response(images.output_png(outputs[want][0], described[want], size),
+        shown = outputs[want] if want in outputs else inputs[want]
+        return Response(images.output_png(shown[0], described[want], size),
                         media_type="image/png")
 
     async def metrics(request: Request) -> Response:
@@ -317,21 +330,66 @@ async def _uploads(request: Request, body: bytes) -> dict[str, bytes]:
     return files
 
 
-def _pictures(files: dict[str, bytes], spec: EngineSpec, max_pixels: int
+@dataclass(frozen=True)
+class _Scheme:
+    """A mask named in the query (?mask=SPEC[&seed=N]), for the input `name`."""
+
+    name: str
+    text: str
+    sampler: MaskSampler
+    seed: int
+
+
+def _scheme(query, model: str, mask: TensorSpec | None, files: dict[str, bytes],
+            refused: dict[str, str]) -> _Scheme | None:
+    """The query's mask scheme, or None when it names none; ProtocolError for a bad one."""
+    text, seed = query.get("mask"), query.get("seed")
+    if text is None:
+        if seed is not None:
+            raise ProtocolError("seed goes with a mask scheme, e.g. ?mask=rects&seed=3")
+        return None
+    if mask is None:
+        raise ProtocolError(refused.get("mask") or f"{model} takes no mask; leave out ?mask=")
+    if mask.name in files:
+        raise ProtocolError(f"give the {mask.name} one way: either the multipart file "
+                            f"{mask.name!r} or ?mask=SCHEME in the query, not both")
+    if text.partition(":")[0].strip() == "attention":
+        raise ProtocolError("?mask=attention:PATH would read a file on the server; threshold "
+                            f"the attention map yourself and upload it as the file {mask.name!r}")
+    try:
+        sampler = parse_mask_spec(text)
+    except ValueError as err:
+        raise ProtocolError(str(err)) from err
+    if seed is not None and not (seed.isdigit() and int(seed) < 2**63):
+        raise ProtocolError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
+    return _Scheme(mask.name, text, sampler, int(seed or 0))
+
+
+def _pictures(files: dict[str, bytes], spec: EngineSpec, max_pixels: int,
+              scheme: _Scheme | None = None
               ) -> tuple[dict[str, Image.Image], dict[str, torch.Tensor]]:
     """The uploaded pictures by input name, and the inputs (1, C, H, W) made from them.
 
     Pictures are resized to the model's size, so an exemplar may have another size than the
     image; a mask (grey, pixel / 255) marks the image's pixels, so it must have the image's size.
+    A scheme's mask is drawn on the image's pixels and scaled to the model's size.
     """
     if "image" not in files:
         raise ProtocolError("send an image: the raw request body, or a multipart field "
                             "named 'image'")
     names = [t.name for t in spec.inputs]
-    missing = [n for n in names if n not in files]
+    unsent = [t for t in spec.inputs if t.name not in files and not (scheme and
+                                                                       t.name == scheme.name)]
+    missing = [t.name for t in unsent if not _is_mask(t)]
     if missing:
         raise ProtocolError(f"{spec.model} takes the images {names}; missing {missing}: send "
                             "a multipart form with one file field per name")
+    if unsent:                          # a required mask
+        mask = unsent[0].name
+        raise ProtocolError(f"{spec.model} needs a {mask} (1 = translate, 0 = keep): upload a "
+                            f"grey image of the image's size as the multipart file {mask!r}, "
+                            "or name a scheme in the query, e.g. ?mask=center:0.5 or "
+                            "?mask=rects&seed=0")
     size = spec.size or spec.default_size
     sent = [t for t in (*spec.inputs, *spec.optional_inputs) if t.name in files]
     pictures = {t.name: images.decode(files[t.name], max_pixels, t.name)
@@ -344,6 +402,9 @@ def _pictures(files: dict[str, bytes], spec: EngineSpec, max_pixels: int
             raise ProtocolError(f"{t.name} is {mask.size[0]}x{mask.size[1]} pixels; it must "
                                 f"have the image's size, {width}x{height} (width x height)")
         inputs[t.name] = images.to_mask(mask, size)[None]
+    if scheme is not None:
+        inputs[scheme.name] = images.drawn_mask(scheme.sampler, (width, height), size,
+                                                scheme.seed, f"{scheme.name}={scheme.text}")
     return pictures, inputs
 
 
