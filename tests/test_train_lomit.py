@@ -225,3 +225,20 @@ def test_additive_refuses_labelled_scenes(tmp_path, capsys):
 def test_attribute_data_rejects_bad_names_directly():
     with pytest.raises(DataError):
         AttributeData(16, ("object_color", "shape"))
+
+
+def test_the_recipe_initialises_as_the_paper_says():
+    recipe = LomitRecipe(make_config("lomit", {"ngf": 16, "style_dim": 8, "n_res": 1,
+                                               "mlp_dim": 64, "mask_layers": 2}),
+                         RecipeOptions(size=32, ndf=16), 1)
+    conv = recipe.translator.decoder.blocks[0].body[1]                 # 64 -> 64, 3x3
+    fan_in = conv.in_channels * 9
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_in), rel=0.05)
+    assert conv.bias.abs().max().item() == 0.0
+    first = recipe.critic.trunk[0]
+    assert first.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    # What it is for: the style codes of different images differ from the start.
+    scenes = open_data("synthetic:attributes", 32, paired=False, labelled=True).batch(0, 16, 0)
+    with torch.no_grad():
+        codes = recipe.translator.style_fg(scenes["A"])
+    assert codes.std(dim=0).mean().item() > 0.01
