@@ -134,8 +134,11 @@ def _graphs(module: nn.Module, spec: ModelSpec, data: dict, size: tuple[int, int
             manifest: dict) -> list[_Graph]:
     """The model's graph, and its masked variant's where the module declares `masked_inputs`
     (recorded under manifest["variants"]["masked"])."""
-    graphs = [_Graph("", "model", module, spec, parity.parity_inputs(spec, data, size, batch),
-                     manifest["artifacts"])]
+    # A mask among the model's own inputs (required, as Mask CycleGAN's) is also checked with
+    # binary scheme masks; the masked variant's optional mask keeps domain regions or uniform
+    # values.
+    inputs = parity.parity_inputs(spec, data, size, batch, parity.MASK_SCHEMES)
+    graphs = [_Graph("", "model", module, spec, inputs, manifest["artifacts"])]
     masked = masked_spec(module, spec)
     if masked is not None:
         entry = {"call": Masked.call, "inputs": [asdict(t) for t in masked.inputs],

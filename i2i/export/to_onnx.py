@@ -118,13 +118,25 @@ def onnx_runner(path: Path, threads: int | None = None):
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     dtypes = {i.name: i.type for i in session.get_inputs()}
+    shapes = {i.name: i.shape for i in session.get_inputs()}     # int: fixed; str/None: dynamic
 
     def run(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if sorted(inputs) != sorted(dtypes):
             raise ValueError(f"{path} takes inputs {sorted(dtypes)}, got {sorted(inputs)}")
+        for name, x in inputs.items():
+            _check_fixed_dims(name, tuple(x.shape), shapes[name], path)
         check_shared_dims(inputs, path)
         feed = {k: v.detach().cpu().numpy().astype("float16" if dtypes[k] == "tensor(float16)"
                                                      else "float32") for k, v in inputs.items()}
         return {n: torch.from_numpy(v).float() for n, v in zip(names, session.run(names, feed),
                                                               strict=True)}
     return run
+
+
+def _check_fixed_dims(name: str, shape: tuple[int, ...], declared: list, path: Path) -> None:
+    """ValueError unless `shape` has the graph input's rank and its fixed dims (channels)."""
+    fixed = [d if isinstance(d, int) else None for d in declared]
+    if len(shape) != len(fixed) or any(d is not None and d != s
+                                       for d, s in zip(fixed, shape, strict=True)):
+        listed = ", ".join("?" if d is None else str(d) for d in declared)
+        raise ValueError(f"input {name!r} has shape {shape}; {path} takes ({listed}) for it")
