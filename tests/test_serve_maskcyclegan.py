@@ -279,6 +279,10 @@ BAD = [
      r"'mask' must lie in \[0, 1\]; it holds values from 1.5 to 1.5"),
     ("mask below 0", INFER, v2(image=(ONE, 0.1), mask=([1, 1, SIZE, SIZE], -0.5)), None, 400,
      r"'mask' must lie in \[0, 1\]; it holds values from -0.5 to -0.5"),
+    ("empty mask", INFER, v2(image=([2, 3, SIZE, SIZE], 0.1), mask=([2, 1, SIZE, SIZE], 0.0)),
+     None, 400, r"'mask' selects no pixel in row\(s\) \[0, 1\]: an empty mask has no defined"),
+    ("empty mask file", "/v1/translate", *multipart({"image": PNG, "mask": GREY}), 400,
+     r"'mask' selects no pixel in row\(s\) \[0\]"),
     ("no mask", "/v1/translate", *multipart({"image": PNG}), 400,
      r"maskcyclegan needs a mask .*multipart file 'mask', or name a scheme in the query, "
      r"e\.g\. \?mask=center:0\.5"),

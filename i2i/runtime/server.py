@@ -83,6 +83,9 @@ class Service:
         self.bounded = {t.name: tuple(t.range) for t in (*self.spec.inputs, *self.optional.values())
                         if _is_mask(t)}
         self.mask = mask_input(self.spec)       # filled by a mask file or ?mask=SCHEME
+        # A required mask (maskcyclegan) that selects nothing has no meaningful answer: the
+        # generator's instance norms amplify rounding noise, and backends disagree on it.
+        self.nonempty = {t.name for t in self.spec.inputs if _is_mask(t)}
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -126,6 +129,8 @@ class Service:
         self.check_size(first.shape[2], first.shape[3])
         for name in inputs.keys() & self.bounded.keys():
             _check_range(name, inputs[name], self.bounded[name])
+        for name in inputs.keys() & self.nonempty:
+            _check_nonempty(name, inputs[name])
         self.metrics.queue_depth.set(self.batcher.stats.queue_depth + 1)
         try:
             return await self.batcher.submit(inputs, timeout_ms)
@@ -430,3 +435,11 @@ def _check_range(name: str, x: torch.Tensor, bounds: tuple[float, float]) -> Non
     if not bool(((x >= lo) & (x <= hi)).all()):         # NaN fails both comparisons
         raise ProtocolError(f"input {name!r} must lie in [{lo:g}, {hi:g}]; it holds values "
                             f"from {x.min().item():g} to {x.max().item():g}")
+
+
+def _check_nonempty(name: str, x: torch.Tensor) -> None:
+    empty = (x.flatten(1).amax(dim=1) <= 0).nonzero().flatten().tolist()
+    if empty:
+        raise ProtocolError(f"input {name!r} selects no pixel in row(s) {empty}: an empty mask "
+                            "has no defined translation (the output would be numerical noise); "
+                            "mark at least one pixel, or keep the image as it is")
