@@ -27,7 +27,7 @@ from i2i import sysinfo  # noqa: E402
 from i2i.models import load, read_document  # noqa: E402
 from i2i.synthetic_attributes import ATTRIBUTES, AttributeShapes  # noqa: E402
 from i2i.train.figures import image_rgb, unit_mask_rgb  # noqa: E402
-from i2i.train.loop import TrainOptions, newest_state, train  # noqa: E402
+from i2i.train.loop import TrainOptions, logged_seconds, newest_state, train  # noqa: E402
 from i2i.train.measure_lomit import measure_exemplars  # noqa: E402
 
 SETTINGS = dict(model="lomit", ngf=16, ndf=16, size=32, seed=0, sample_every=1000,
@@ -84,16 +84,6 @@ def write_figure(module, scenes: AttributeShapes, attribute: str, path: Path) ->
     plt.close(fig)
 
 
-def training_seconds(checkpoint: Path) -> float | None:
-    """Wall time the run's log records at the checkpoint's step (None without a log)."""
-    log = checkpoint.parent.parent / "log.jsonl"
-    step = read_document(checkpoint)["step"]
-    if not log.exists():
-        return None
-    times = [r["time"] for r in map(json.loads, log.read_text().splitlines()) if r["step"] == step]
-    return times[-1] if times else None
-
-
 def write_report(out: Path, checkpoint: Path, metrics, seconds: float | None) -> None:
     document = read_document(checkpoint)
     training = document["meta"]["training"]
@@ -140,7 +130,7 @@ def main() -> None:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     checkpoint = args.checkpoint or train_run(args.runs, args.attribute, args.steps, args.size)
-    seconds = training_seconds(checkpoint)
+    seconds = logged_seconds(checkpoint)
     module, _ = load(checkpoint)
     size = read_document(checkpoint)["meta"]["training"]["size"]
     scenes = AttributeShapes(size, "test", seed=0, length=max(args.count, 64))

@@ -27,7 +27,7 @@ from i2i.masks import parse_mask_spec  # noqa: E402
 from i2i.models import load, read_document  # noqa: E402
 from i2i.synthetic import SyntheticShapes  # noqa: E402
 from i2i.train.figures import image_rgb, unit_mask_rgb  # noqa: E402
-from i2i.train.loop import TrainOptions, newest_state, train  # noqa: E402
+from i2i.train.loop import TrainOptions, logged_seconds, newest_state, train  # noqa: E402
 from i2i.train.measure_maskcyclegan import diversity, masked_change, translate_with  # noqa: E402
 
 SETTINGS = dict(model="maskcyclegan", data="synthetic:circle2square", ngf=16, n_blocks=3,
@@ -50,15 +50,6 @@ def mask_sets(count: int, size: int) -> list[tuple[str, torch.Tensor]]:
         masks = parse_mask_spec(scheme).sample(count, size, size, generator=k)
         sets.append((f"{scheme} #{k}" if scheme == "rects" else scheme, masks))
     return sets
-
-
-def training_seconds(checkpoint: Path) -> float | None:
-    log = checkpoint.parent.parent / "log.jsonl"
-    step = read_document(checkpoint)["step"]
-    if not log.exists():
-        return None
-    times = [r["time"] for r in map(json.loads, log.read_text().splitlines()) if r["step"] == step]
-    return times[-1] if times else None
 
 
 def write_figure(images, sets, outputs, path: Path) -> None:
@@ -111,7 +102,7 @@ def main() -> None:
     outside_rows = [r for r in rows if r["change_outside"] == r["change_outside"]]   # not nan
     outside = sum(r["change_outside"] for r in outside_rows) / len(outside_rows)
     write_figure(images, sets, outputs, args.out / "maskcyclegan.png")
-    seconds = training_seconds(checkpoint)
+    seconds = logged_seconds(checkpoint)
     config, training = document["config"], document["meta"]["training"]
     machine = sysinfo.machine()
     lines = [

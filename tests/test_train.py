@@ -183,3 +183,12 @@ def test_cli_rejects_an_empty_cyclegan_folder_before_training(tmp_path, capsys):
                  "--no-progress"]) == 2
     assert "trainB" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_logged_seconds_reads_the_checkpoint_step_from_the_log(tmp_path):
+    from i2i.train.loop import logged_seconds
+    final = train(tiny(tmp_path, steps=3))
+    log = [json.loads(x) for x in (final.parent.parent / "log.jsonl").read_text().splitlines()]
+    assert logged_seconds(final) == log[-1]["time"] and log[-1]["step"] == 3
+    (final.parent.parent / "log.jsonl").unlink()
+    assert logged_seconds(final) is None

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..models import save_checkpoint
+from ..models import read_document, save_checkpoint
 from ..models.checkpoint import CheckpointError
 from .data import open_data
 from .figures import loss_curve, read_log
@@ -96,6 +96,18 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name} asked for, but no CUDA device is available")
     return device
+
+
+def logged_seconds(checkpoint: Path) -> float | None:
+    """Training wall time log.jsonl records at the checkpoint's step, counted from the start of
+    the invocation that reached it (a resumed run restarts the count); None without a log."""
+    checkpoint = Path(checkpoint)
+    log = checkpoint.parent.parent / "log.jsonl"
+    if not log.exists():
+        return None
+    step = read_document(checkpoint)["step"]
+    times = [r["time"] for r in read_log(log) if r["step"] == step]
+    return times[-1] if times else None
 
 
 def newest_state(run: Path) -> Path | None:
