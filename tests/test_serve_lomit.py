@@ -10,8 +10,6 @@ import io
 import json
 import re
 import shutil
-import threading
-import urllib.request
 
 import numpy as np
 import pytest
@@ -19,7 +17,6 @@ import torch
 import tritonclient.http as httpclient
 from PIL import Image
 
-from i2i.export import ExportOptions, build
 from i2i.models import load
 from i2i.runtime import engines
 from i2i.runtime.cli import main
@@ -28,13 +25,25 @@ from i2i.runtime.inprocess import serving
 from i2i.runtime.server import ServerConfig
 
 from .server_utils import (
-    ServerProcess,
-    free_port,
+    as_input,
+    as_png_pixels,
+    assert_refused,
+    batch_totals,
+    batching_server,
+    client,
+    concurrently,
+    decoded,
+    fixed_size_onnx_export,
+    folder,
     multipart,
+    pixels,
     png_bytes,
     post,
+    running,
     tiny_checkpoint,
     tiny_lomit_checkpoint,
+    translate,
+    v2,
 )
 
 SIZE = 16                      # the checkpoint's training size: /v1 images at it are not resized
@@ -54,35 +63,21 @@ def module(checkpoint):
 
 @pytest.fixture(scope="module")
 def server(checkpoint):
-    # A 100 ms window: concurrent requests from threads started together share a batch even
-    # on a busy machine.
-    proc = ServerProcess(["--checkpoint", str(checkpoint), "--engine", "eager", "--max-batch",
-                          "4", "--max-delay-ms", "100"], free_port())
-    try:
-        proc.wait_ready()
+    with batching_server(checkpoint) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
 def export(checkpoint, tmp_path_factory):
-    # A fixed 16x16 size: the two graphs export in about half the time of dynamic ones.
-    return build(checkpoint, ExportOptions(out=tmp_path_factory.mktemp("export"),
-                                           formats=("onnx",), batch=(1, 2, 4),
-                                           size=(SIZE, SIZE), dynamic_size=False,
-                                           log=lambda *_: None))
+    # model.onnx + model.masked.onnx at a fixed 16x16.
+    return fixed_size_onnx_export(checkpoint, tmp_path_factory.mktemp("export"), SIZE)
 
 
 @pytest.fixture(scope="module")
 def onnx_server(export):
-    proc = ServerProcess(["--export", str(export), "--engine", "onnxruntime", "--max-batch", "4"],
-                         free_port())
-    try:
-        proc.wait_ready()
+    with running(["--export", str(export), "--engine", "onnxruntime", "--max-batch",
+                  "4"]) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def pair(n: int, seed: int, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -98,11 +93,6 @@ def direct(module, image, exemplar, mask=None) -> dict[str, np.ndarray]:
     with torch.no_grad():
         out = module.translate(tensor(image), tensor(exemplar), mask=tensor(mask))
     return {k: v.numpy() for k, v in out.items()}
-
-
-def client(server) -> httpclient.InferenceServerClient:
-    url = server if isinstance(server, str) else server.url
-    return httpclient.InferenceServerClient(url=url[len("http://"):])
 
 
 def infer(c: httpclient.InferenceServerClient, tensors: dict[str, np.ndarray],
@@ -122,16 +112,8 @@ def close(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
         np.testing.assert_allclose(got[name], want[name], atol=1e-5, rtol=0, err_msg=name)
 
 
-def batch_totals(server) -> tuple[float, float]:
-    """(batches run, rows run) so far, from /metrics."""
-    with urllib.request.urlopen(f"{server.url}/metrics", timeout=30) as r:
-        text = r.read().decode()
-    count = float(re.search(r"i2i_batch_size_count (\S+)", text).group(1))
-    return count, float(re.search(r"i2i_batch_size_sum (\S+)", text).group(1))
-
-
 def test_tritonclient_pairs_match_the_module(server, module):
-    c = client(server)
+    c = client(server.url)
     assert c.is_server_ready() and c.is_model_ready("lomit")
     meta = c.get_model_metadata("lomit")
     assert [(t["name"], t["shape"]) for t in meta["inputs"]] == [("image", [-1, 3, -1, -1]),
@@ -151,34 +133,18 @@ def test_tritonclient_pairs_match_the_module(server, module):
 def test_concurrent_pairs_are_batched_and_each_gets_its_own_answer(server, module):
     n = 6
     pairs = [pair(1, 100 + i) for i in range(n)]
-    start = threading.Barrier(n)
-    results: dict[int, dict] = {}
-    errors: list[str] = []
-
-    def send(i: int) -> None:
-        c = client(server)                  # tritonclient's clients are gevent-based: one each
-        start.wait()
-        try:
-            results[i] = infer(c, {"image": pairs[i][0], "exemplar": pairs[i][1]})
-        except Exception as err:
-            errors.append(f"{i}: {err}")
-
-    before = batch_totals(server)
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
+    before = batch_totals(server.url)
+    results = concurrently(server.url, n, lambda c, i: infer(c, {"image": pairs[i][0],
+                                                                 "exemplar": pairs[i][1]}))
     for i, (image, exemplar) in enumerate(pairs):
         close(results[i], direct(module, image, exemplar))
-    batches, rows = (a - b for a, b in zip(batch_totals(server), before, strict=True))
+    batches, rows = (a - b for a, b in zip(batch_totals(server.url), before, strict=True))
     assert rows == n and batches < n, f"{n} requests ran as {batches:g} batches"
 
 
 def test_mask_input_replaces_the_computed_mask(server, module):
     image, exemplar = pair(2, 3)
-    c = client(server)
+    c = client(server.url)
     masks = {"zeros": np.zeros((2, 1, SIZE, SIZE), np.float32),
              "ones": np.ones((2, 1, SIZE, SIZE), np.float32),
              "random": np.random.default_rng(4).uniform(0, 1, (2, 1, SIZE, SIZE))
@@ -196,74 +162,37 @@ def test_mask_input_replaces_the_computed_mask(server, module):
 def test_masked_and_unmasked_requests_at_once_each_get_their_own_answer(server, module):
     pairs = [pair(1, 200 + i) for i in range(4)]
     mask = np.random.default_rng(5).uniform(0, 1, (1, 1, SIZE, SIZE)).astype(np.float32)
-    start = threading.Barrier(len(pairs))
-    results: dict[int, dict] = {}
-    errors: list[str] = []
 
-    def send(i: int) -> None:
+    def send(c: httpclient.InferenceServerClient, i: int) -> dict[str, np.ndarray]:
         tensors = {"image": pairs[i][0], "exemplar": pairs[i][1]}
         if i % 2:
             tensors["mask"] = mask
-        c = client(server)
-        start.wait()
-        try:
-            results[i] = infer(c, tensors)
-        except Exception as err:
-            errors.append(f"{i}: {err}")
+        return infer(c, tensors)
 
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(pairs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
+    results = concurrently(server.url, len(pairs), send)
     for i, (image, exemplar) in enumerate(pairs):
         close(results[i], direct(module, image, exemplar, mask if i % 2 else None))
-
-
-def pixels(width: int, height: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-def as_input(rgb: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) in [-1, 1], as the endpoint's contract states."""
-    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
-
-
-def translate(server, files: dict[str, bytes], query: str = "") -> tuple[int, bytes]:
-    return translate_at(server.url, files, query)
-
-
-def translate_at(url: str, files: dict[str, bytes], query: str = "") -> tuple[int, bytes]:
-    body, headers = multipart(files)
-    return post(f"{url}/v1/translate{query}", body, headers)
-
-
-def decoded(body: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(body))).astype(np.int64)
 
 
 def test_translate_endpoint_takes_image_and_exemplar(server, module):
     image, exemplar = pixels(SIZE, SIZE, 1), pixels(SIZE, SIZE, 2)
     want = direct(module, as_input(image), as_input(exemplar))
-    status, body = translate(server, {"image": png_bytes(image),
-                                      "exemplar": png_bytes(exemplar)})
+    files = {"image": png_bytes(image), "exemplar": png_bytes(exemplar)}
+    status, body = translate(server.url, files)
     assert status == 200, body
-    expected = np.round((want["translation"][0].transpose(1, 2, 0) + 1) * 127.5)
-    assert np.abs(decoded(body) - expected).max() <= 1              # PNG quantisation
+    assert np.abs(decoded(body) - as_png_pixels(want["translation"])).max() <= 1  # PNG rounding
     for output in ("mask", "exemplar_mask"):
-        status, body = translate(server, {"image": png_bytes(image),
-                                          "exemplar": png_bytes(exemplar)}, f"?output={output}")
+        status, body = translate(server.url, files, f"?output={output}")
         assert status == 200, body
         assert np.abs(decoded(body) - np.round(want[output][0, 0] * 255)).max() <= 1, output
 
 
 def test_translate_endpoint_resizes_an_exemplar_of_another_size(server):
     files = {"image": png_bytes(pixels(20, 12, 1)), "exemplar": png_bytes(pixels(24, 28, 2))}
-    status, body = translate(server, files)
+    status, body = translate(server.url, files)
     assert status == 200, body
     assert Image.open(io.BytesIO(body)).size == (20, 12)              # the image's size
-    status, body = translate(server, files, "?output=exemplar_mask")
+    status, body = translate(server.url, files, "?output=exemplar_mask")
     assert status == 200 and Image.open(io.BytesIO(body)).size == (24, 28)
 
 
@@ -274,22 +203,14 @@ def test_translate_endpoint_honours_a_mask_file(server, module):
     got = {}
     for key, grey in {"zeros": np.zeros_like(ramp), "ones": np.full_like(ramp, 255),
                       "ramp": ramp}.items():
-        status, got[key] = translate(server, {**files, "mask": png_bytes(grey)})
+        status, got[key] = translate(server.url, {**files, "mask": png_bytes(grey)})
         assert status == 200, got[key]
-        status, mask = translate(server, {**files, "mask": png_bytes(grey)}, "?output=mask")
+        status, mask = translate(server.url, {**files, "mask": png_bytes(grey)}, "?output=mask")
         assert status == 200 and np.array_equal(decoded(mask), grey), key
     assert np.abs(decoded(got["zeros"]) - decoded(got["ones"])).max() > 10
     mask = torch.from_numpy(ramp / 255).float()[None, None]
-    want = direct(module, as_input(image), as_input(exemplar), mask)["translation"][0]
-    expected = np.round((want.transpose(1, 2, 0) + 1) * 127.5)
-    assert np.abs(decoded(got["ramp"]) - expected).max() <= 1
-
-
-def v2(**tensors: tuple[list[int], float]) -> bytes:
-    """A JSON infer request: name=(shape, fill value)."""
-    items = [{"name": name, "shape": shape, "datatype": "FP32",
-              "data": [value] * int(np.prod(shape))} for name, (shape, value) in tensors.items()]
-    return json.dumps({"inputs": items}).encode()
+    want = direct(module, as_input(image), as_input(exemplar), mask)["translation"]
+    assert np.abs(decoded(got["ramp"]) - as_png_pixels(want)).max() <= 1
 
 
 ONE = [1, 3, SIZE, SIZE]
@@ -336,18 +257,14 @@ BAD = [
 @pytest.mark.parametrize("case,path,body,headers,status,message", BAD, ids=[b[0] for b in BAD])
 def test_bad_requests_get_a_clear_4xx_and_the_server_stays_healthy(server, case, path, body,
                                                                     headers, status, message):
-    got, content = post(server.url + path, body, headers)
-    assert got == status, content
-    assert re.search(message, json.loads(content)["error"]), content
-    with urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=10) as r:
-        assert r.status == 200
+    assert_refused(server.url, path, body, headers, status, message)
     assert post(server.url + INFER, v2(**PAIR))[0] == 200
 
 
 def test_onnxruntime_serves_pairs_and_masks_from_the_export(onnx_server, export, module):
     manifest = json.loads((export / "manifest.json").read_text())
     assert manifest["variants"]["masked"]["artifacts"]["onnx"]["file"] == "model.masked.onnx"
-    c = client(onnx_server)
+    c = client(onnx_server.url)
     meta = c.get_model_metadata("lomit")
     assert meta["platform"] == "i2i_onnxruntime"
     assert [t["name"] for t in meta["inputs"]] == ["image", "exemplar"]
@@ -378,8 +295,8 @@ def test_an_engine_without_the_masked_graph_refuses_masks_with_a_400(export, tmp
     with serving(engine, ServerConfig(max_batch=2)) as url:
         status, content = post(url + INFER, v2(**PAIR, mask=([1, 1, SIZE, SIZE], 0.5)))
         assert status == 400 and re.search(reason, json.loads(content)["error"]), content
-        status, content = translate_at(url, {"image": PNG, "exemplar": PNG,
-                                             "mask": png_bytes(np.zeros((SIZE, SIZE), np.uint8))})
+        status, content = translate(url, {"image": PNG, "exemplar": PNG,
+                                          "mask": png_bytes(np.zeros((SIZE, SIZE), np.uint8))})
         assert status == 400 and re.search(reason, json.loads(content)["error"]), content
         assert post(url + INFER, v2(**PAIR))[0] == 200
         assert "mask" not in client(url).get_model_metadata("lomit").get("optional_inputs", [])
@@ -410,13 +327,6 @@ def test_engines_check_pairs_and_masks(checkpoint, tmp_path):
         check_batch(additive.spec, {"image": image, "mask": mask})
 
 
-def folder(root, sizes: list[tuple[int, int]]):
-    root.mkdir()
-    for i, (width, height) in enumerate(sizes):
-        (root / f"img{i}.png").write_bytes(png_bytes(pixels(width, height, 30 + i)))
-    return root
-
-
 def test_folder_translation_with_an_exemplar(checkpoint, module, tmp_path, capsys):
     inputs = folder(tmp_path / "in", [(SIZE, SIZE), (20, 12)])
     exemplar = pixels(SIZE, SIZE, 40)
@@ -439,8 +349,8 @@ def test_folder_translation_with_an_exemplar(checkpoint, module, tmp_path, capsy
     assert mask.size == (20, 12) and mask.mode == "L"
     # The 16x16 input and exemplar run at their own size: no resizing on the way.
     want = direct(module, as_input(pixels(SIZE, SIZE, 30)), as_input(exemplar))
-    expected = np.round((want["translation"][0].transpose(1, 2, 0) + 1) * 127.5)
-    assert np.abs(decoded((out / "img0.png").read_bytes()) - expected).max() <= 1
+    got = decoded((out / "img0.png").read_bytes())
+    assert np.abs(got - as_png_pixels(want["translation"])).max() <= 1
 
 
 def test_exemplar_flag_is_refused_where_it_does_not_apply(checkpoint, tmp_path, capsys):

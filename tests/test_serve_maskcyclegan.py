@@ -14,8 +14,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import threading
-import urllib.request
 
 import numpy as np
 import pytest
@@ -24,7 +22,6 @@ import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from i2i.export import ExportOptions, build
 from i2i.masks import parse_mask_spec
 from i2i.models import load
 from i2i.runtime.cli import main
@@ -33,14 +30,25 @@ from i2i.runtime.inprocess import serving
 from i2i.runtime.server import ServerConfig
 
 from .server_utils import (
-    ServerProcess,
-    free_port,
+    as_input,
+    as_png_pixels,
+    assert_refused,
+    batch_totals,
+    batching_server,
+    client,
+    concurrently,
+    decoded,
+    fixed_size_onnx_export,
+    folder,
     multipart,
+    pixels,
     png_bytes,
     post,
     tiny_checkpoint,
     tiny_lomit_checkpoint,
     tiny_maskcyclegan_checkpoint,
+    translate,
+    v2,
 )
 
 SIZE = 16                      # the checkpoint's training size: /v1 images at it are not resized
@@ -62,15 +70,8 @@ def module(checkpoint):
 
 @pytest.fixture(scope="module")
 def server(checkpoint):
-    # A 100 ms window: concurrent requests from threads started together share a batch even
-    # on a busy machine.
-    proc = ServerProcess(["--checkpoint", str(checkpoint), "--engine", "eager", "--max-batch",
-                          "4", "--max-delay-ms", "100"], free_port())
-    try:
-        proc.wait_ready()
+    with batching_server(checkpoint) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def direct(module, image, mask) -> np.ndarray:
@@ -90,10 +91,6 @@ def masks_of(n: int, seed: int) -> np.ndarray:
     return parse_mask_spec("rects").sample(n, SIZE, SIZE, generator=seed).numpy()
 
 
-def client(url: str) -> httpclient.InferenceServerClient:
-    return httpclient.InferenceServerClient(url=url[len("http://"):])
-
-
 def infer(c: httpclient.InferenceServerClient, image: np.ndarray, mask: np.ndarray,
           binary: bool = True) -> np.ndarray:
     inputs = []
@@ -107,14 +104,6 @@ def infer(c: httpclient.InferenceServerClient, image: np.ndarray, mask: np.ndarr
 
 def close(got: np.ndarray, want: np.ndarray) -> None:
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
-
-
-def batch_totals(url: str) -> tuple[float, float]:
-    """(batches run, rows run) so far, from /metrics."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as r:
-        text = r.read().decode()
-    count = float(re.search(r"i2i_batch_size_count (\S+)", text).group(1))
-    return count, float(re.search(r"i2i_batch_size_sum (\S+)", text).group(1))
 
 
 def test_tritonclient_image_and_mask_match_the_module(server, module):
@@ -147,53 +136,13 @@ def test_concurrent_requests_with_different_masks_each_get_their_own_answer(serv
     n = 6
     image = images_of(1, 4)                         # one image, a different mask per request
     masks = [masks_of(1, 10 + i) for i in range(n)]
-    start = threading.Barrier(n)
-    results: dict[int, np.ndarray] = {}
-    errors: list[str] = []
-
-    def send(i: int) -> None:
-        c = client(server.url)          # tritonclient's clients are gevent-based: one each
-        start.wait()
-        try:
-            results[i] = infer(c, image, masks[i])
-        except Exception as err:
-            errors.append(f"{i}: {err}")
-
     before = batch_totals(server.url)
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
+    results = concurrently(server.url, n, lambda c, i: infer(c, image, masks[i]))
     for i in range(n):
         close(results[i], direct(module, image, masks[i]))
     assert len({results[i].tobytes() for i in range(n)}) == n      # n masks, n answers
     batches, rows = (a - b for a, b in zip(batch_totals(server.url), before, strict=True))
     assert rows == n and batches < n, f"{n} requests ran as {batches:g} batches"
-
-
-def pixels(width: int, height: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-def as_input(rgb: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) in [-1, 1], as the endpoint's contract states."""
-    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
-
-
-def translate(url: str, files: dict[str, bytes], query: str = "") -> tuple[int, bytes]:
-    body, headers = multipart(files)
-    return post(f"{url}/v1/translate{query}", body, headers)
-
-
-def decoded(body: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(body))).astype(np.int64)
-
-
-def as_png_pixels(translation: np.ndarray) -> np.ndarray:
-    """(1, 3, H, W) in [-1, 1] -> (H, W, 3) pixel values before PNG rounding."""
-    return np.round((translation[0].transpose(1, 2, 0) + 1) * 127.5)
 
 
 def test_translate_with_a_named_scheme(server, module):
@@ -255,13 +204,6 @@ def test_translate_with_a_mask_file(server, module):
     assert status == 200 and scheme == got["center"]        # the same mask, either way
 
 
-def v2(**tensors: tuple[list[int], float]) -> bytes:
-    """A JSON infer request: name=(shape, fill value)."""
-    items = [{"name": name, "shape": shape, "datatype": "FP32",
-              "data": [value] * int(np.prod(shape))} for name, (shape, value) in tensors.items()]
-    return json.dumps({"inputs": items}).encode()
-
-
 ONE = [1, 3, SIZE, SIZE]
 GOOD = {"image": (ONE, 0.1), "mask": ([1, 1, SIZE, SIZE], 1.0)}
 PNG = png_bytes(pixels(SIZE, SIZE, 9))
@@ -317,11 +259,7 @@ BAD = [
 @pytest.mark.parametrize("case,path,body,headers,status,message", BAD, ids=[b[0] for b in BAD])
 def test_bad_requests_get_a_clear_4xx_and_the_server_stays_healthy(server, case, path, body,
                                                                     headers, status, message):
-    got, content = post(server.url + path, body, headers)
-    assert got == status, content
-    assert re.search(message, json.loads(content)["error"]), content
-    with urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=10) as r:
-        assert r.status == 200
+    assert_refused(server.url, path, body, headers, status, message)
     assert post(server.url + INFER, v2(**GOOD))[0] == 200
 
 
@@ -349,11 +287,7 @@ def test_a_scheme_fills_lomits_optional_mask_and_other_models_refuse_one(tmp_pat
 
 @pytest.fixture(scope="module")
 def export(checkpoint, tmp_path_factory):
-    # A fixed 16x16 size exports in about half the time of a dynamic one.
-    return build(checkpoint, ExportOptions(out=tmp_path_factory.mktemp("export"),
-                                           formats=("onnx",), batch=(1, 2, 4),
-                                           size=(SIZE, SIZE), dynamic_size=False,
-                                           log=lambda *_: None))
+    return fixed_size_onnx_export(checkpoint, tmp_path_factory.mktemp("export"), SIZE)
 
 
 def test_onnxruntime_serves_image_and_mask_from_the_export(export, module):
@@ -375,13 +309,6 @@ def test_onnxruntime_serves_image_and_mask_from_the_export(export, module):
         status, body = post(url + INFER, v2(image=(ONE, 0.1), mask=([1, 1, SIZE, SIZE], 2.0)))
         assert status == 400 and "'mask' must lie in [0, 1]" in json.loads(body)["error"]
         assert post(url + INFER, v2(**GOOD))[0] == 200
-
-
-def folder(root, sizes: list[tuple[int, int]]):
-    root.mkdir()
-    for i, (width, height) in enumerate(sizes):
-        (root / f"img{i}.png").write_bytes(png_bytes(pixels(width, height, 30 + i)))
-    return root
 
 
 def test_folder_translation_needs_a_mask(checkpoint, tmp_path, capsys):

@@ -19,7 +19,7 @@ from PIL import Image
 
 from i2i.models import load
 
-from .server_utils import ServerProcess, free_port, tiny_checkpoint
+from .server_utils import pixels, png_bytes, running, tiny_checkpoint
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -32,14 +32,9 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(checkpoint):
-    proc = ServerProcess(["--checkpoint", str(checkpoint), "--max-batch", "8",
-                          "--max-delay-ms", "10", "--api-key", KEY, "--max-body-mb", "1",
-                          "--max-pixels", "250000"], free_port())
-    try:
-        proc.wait_ready()
+    with running(["--checkpoint", str(checkpoint), "--max-batch", "8", "--max-delay-ms", "10",
+                  "--api-key", KEY, "--max-body-mb", "1", "--max-pixels", "250000"]) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +72,7 @@ def get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
 
 
 def png(width: int, height: int, seed: int = 0) -> bytes:
-    rgb = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(pixels(width, height, seed))
 
 
 def auth() -> dict[str, str]:
@@ -216,10 +208,8 @@ def test_load_64_clients_each_request_answered_once_and_batched(server, module):
 
 
 def test_sigterm_drains_queued_requests_then_exits_0(checkpoint):
-    proc = ServerProcess(["--checkpoint", str(checkpoint), "--max-batch", "4",
-                          "--max-delay-ms", "300"], free_port())
-    try:
-        proc.wait_ready()
+    with running(["--checkpoint", str(checkpoint), "--max-batch", "4",
+                  "--max-delay-ms", "300"]) as proc:
         results: list[int] = []
         body = v2([1, 3, 16, 16])
 
@@ -239,5 +229,3 @@ def test_sigterm_drains_queued_requests_then_exits_0(checkpoint):
             t.join(timeout=60)
         assert results == [200] * 6
         assert proc.proc.wait(timeout=60) == 0
-    finally:
-        proc.stop()
