@@ -96,7 +96,9 @@ def write_report(out: Path, checkpoint: Path, metrics, seconds: float | None) ->
         f"{config['n_res']} residual blocks, trained at {training['size']}x{training['size']}, "
         f"batch {training['batch_size']}, lr {training['lr']}, critic width {training['ndf']}"
         + (f", {seconds / 60:.1f} min of training" if seconds else "")
-        + f". Machine: {sysinfo.describe(machine)}.", "",
+        + f". Machine: {sysinfo.describe(machine)}. Reproduce with `python "
+        f"benchmarks/lomit_measure.py --attribute {m['attribute']} --steps {document['step']}`.",
+        "",
         f"Measured on {m['pairs']} held-out test inputs, each with an exemplar whose "
         f"{m['attribute']} differs.", "",
         "| measure | value | target / reference |", "|---|---:|---|",

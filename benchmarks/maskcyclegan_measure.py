@@ -6,7 +6,7 @@ test circles under several masks and writes under --out:
     maskcyclegan.json  the same figures
     maskcyclegan.png   masks across the columns, inputs down the rows (like the paper's Fig. 6)
 
-    python benchmarks/maskcyclegan_measure.py --out benchmarks/results [--steps 1500]
+    python benchmarks/maskcyclegan_measure.py --out benchmarks/results [--steps 4000]
     python benchmarks/maskcyclegan_measure.py --checkpoint runs/.../step_001500.safetensors
 """
 
@@ -82,7 +82,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--runs", type=Path, default=Path("runs/maskcyclegan-measure"))
     p.add_argument("--checkpoint", type=Path, default=None, help="measure this one; no training")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--count", type=int, default=128, help="held-out images measured")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +111,8 @@ def main() -> None:
         f"{config['n_blocks']} residual blocks, {size}x{size}, batch {training['batch_size']}, "
         f"masks `{document['meta']['loss_weights']['masks']}` in training"
         + (f", {seconds / 60:.1f} min of training" if seconds else "")
-        + f". Machine: {sysinfo.describe(machine)}.", "",
+        + f". Machine: {sysinfo.describe(machine)}. Reproduce with `python "
+        f"benchmarks/maskcyclegan_measure.py --steps {document['step']}`.", "",
         f"{args.count} held-out test circles, translated under each mask (one mask per image; "
         "the rects draws differ per image).", "",
         "| masks | mask area | mean abs(y - x) inside | mean abs(y - x) outside |",
