@@ -84,7 +84,8 @@ def write_figure(module, scenes: AttributeShapes, attribute: str, path: Path) ->
     plt.close(fig)
 
 
-def write_report(out: Path, checkpoint: Path, metrics, seconds: float | None) -> None:
+def write_report(out: Path, checkpoint: Path, metrics, seconds: float | None,
+                 note: str = "") -> None:
     document = read_document(checkpoint)
     training = document["meta"]["training"]
     config = document["config"]
@@ -95,12 +96,13 @@ def write_report(out: Path, checkpoint: Path, metrics, seconds: float | None) ->
         f"Checkpoint `{checkpoint.name}` (step {document['step']}): ngf {config['ngf']}, "
         f"{config['n_res']} residual blocks, trained at {training['size']}x{training['size']}, "
         f"batch {training['batch_size']}, lr {training['lr']}, critic width {training['ndf']}"
-        + (f", {seconds / 60:.1f} min of training" if seconds else "")
+        + (f"; the invocation that reached this step trained {seconds / 60:.1f} min"
+           if seconds else "")
         + f". Machine: {sysinfo.describe(machine)}. Reproduce with `python "
         f"benchmarks/lomit_measure.py --attribute {m['attribute']} --steps {document['step']}`.",
         "",
         f"Measured on {m['pairs']} held-out test inputs, each with an exemplar whose "
-        f"{m['attribute']} differs.", "",
+        f"{m['attribute']} differs." + (f" {note}" if note else ""), "",
         "| measure | value | target / reference |", "|---|---:|---|",
         f"| mean abs(y - x) inside the true region | {m['change_inside']:.4f} | large |",
         f"| mean abs(y - x) outside it | {m['change_outside']:.4f} | at most a third of inside |",
@@ -116,7 +118,8 @@ def write_report(out: Path, checkpoint: Path, metrics, seconds: float | None) ->
         "(striped when its spread is above 0.12).", "", "![LOMIT](lomit.png)", ""]
     (out / "lomit.md").write_text("\n".join(lines))
     record = {"checkpoint": checkpoint.name, "step": document["step"], "config": config,
-              "training": training, "train_seconds": seconds, "machine": machine, "metrics": m}
+              "training": training, "train_seconds": seconds, "machine": machine, "metrics": m,
+              "note": note}
     (out / "lomit.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -129,6 +132,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8000)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--count", type=int, default=128, help="held-out pairs measured")
+    p.add_argument("--note", default="", help="a sentence added to the report (how the run "
+                                              "was made, if not by this script alone)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     checkpoint = args.checkpoint or train_run(args.runs, args.attribute, args.steps, args.size)
@@ -138,7 +143,7 @@ def main() -> None:
     scenes = AttributeShapes(size, "test", seed=0, length=max(args.count, 64))
     metrics = measure_exemplars(module, scenes, args.attribute, args.count)
     write_figure(module, scenes, args.attribute, args.out / "lomit.png")
-    write_report(args.out, checkpoint, metrics, seconds)
+    write_report(args.out, checkpoint, metrics, seconds, args.note)
     print((args.out / "lomit.md").read_text())
 
 

@@ -110,7 +110,8 @@ def main() -> None:
         f"Checkpoint `{checkpoint.name}` (step {document['step']}): ngf {config['ngf']}, "
         f"{config['n_blocks']} residual blocks, {size}x{size}, batch {training['batch_size']}, "
         f"masks `{document['meta']['loss_weights']['masks']}` in training"
-        + (f", {seconds / 60:.1f} min of training" if seconds else "")
+        + (f"; the invocation that reached this step trained {seconds / 60:.1f} min"
+           if seconds else "")
         + f". Machine: {sysinfo.describe(machine)}. Reproduce with `python "
         f"benchmarks/maskcyclegan_measure.py --steps {document['step']}`.", "",
         f"{args.count} held-out test circles, translated under each mask (one mask per image; "
