@@ -47,6 +47,13 @@ def grid(rows: list[list[np.ndarray]], pad: int = 2) -> Image.Image:
     return Image.fromarray(canvas)
 
 
+def scaled(picture: Image.Image, scale: int) -> Image.Image:
+    """The picture enlarged `scale` times with nearest-neighbour pixels (tiny images stay sharp)."""
+    if scale <= 1:
+        return picture
+    return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+
+
 def translation_grid(inputs: torch.Tensor, outputs: dict[str, torch.Tensor],
                      targets: torch.Tensor | None = None, scale: int = 1) -> Image.Image:
     """Rows: input, mask (if any), output, target (if any); one column per image."""
@@ -56,10 +63,7 @@ def translation_grid(inputs: torch.Tensor, outputs: dict[str, torch.Tensor],
     rows.append([image_rgb(t) for t in outputs["translation"]])
     if targets is not None:
         rows.append([image_rgb(t) for t in targets])
-    picture = grid(rows)
-    if scale > 1:
-        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    return picture
+    return scaled(grid(rows), scale)
 
 
 def exemplar_grid(inputs: torch.Tensor, masks: torch.Tensor, exemplars: torch.Tensor,
@@ -72,10 +76,7 @@ def exemplar_grid(inputs: torch.Tensor, masks: torch.Tensor, exemplars: torch.Te
     rows = [[image_rgb(x), unit_mask_rgb(m), image_rgb(e), unit_mask_rgb(em), image_rgb(y)]
             for x, m, e, em, y in zip(inputs, masks, exemplars, exemplar_masks, outputs,
                                       strict=True)]
-    picture = grid(rows)
-    if scale > 1:
-        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    return picture
+    return scaled(grid(rows), scale)
 
 
 def read_log(path: str | Path) -> list[dict]:

@@ -34,6 +34,7 @@ from torch import nn
 from ..models.discriminators import ClassifyingCritic
 from ..models.lomit import LomitConfig, LomitTranslator, upsample_mask
 from .figures import exemplar_grid
+from .losses import SeededStream
 from .recipes import Recipe, RecipeOptions, _set_requires_grad
 
 
@@ -110,19 +111,6 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
 
 GENERATOR_LOSSES = ("G", "adv", "cls_fake", "style", "content", "cycle", "rebuild", "r1", "r2",
                     "mask_mean")
-
-
-class SeededStream:
-    """A torch.Generator kept in the training state (the gradient penalty's interpolation)."""
-
-    def __init__(self, seed: int):
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return {"rng": self.generator.get_state()}
-
-    def load(self, state: dict[str, torch.Tensor], device: torch.device) -> None:
-        self.generator.set_state(state["rng"])
 
 
 def paper_init(translator: nn.Module, critic: nn.Module) -> None:

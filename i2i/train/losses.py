@@ -56,3 +56,17 @@ class ImagePool:
     def load(self, state: dict[str, torch.Tensor], device: torch.device) -> None:
         self.generator.set_state(state["rng"])
         self.images = list(state["images"].to(device).unbind(0)) if "images" in state else []
+
+
+class SeededStream:
+    """A torch.Generator kept in the training state like a pool: recipes draw their own
+    random numbers from it (LOMIT's gradient-penalty mix, Mask CycleGAN's masks)."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"rng": self.generator.get_state()}
+
+    def load(self, state: dict[str, torch.Tensor], device: torch.device) -> None:
+        self.generator.set_state(state["rng"])

@@ -20,9 +20,8 @@ from PIL import Image
 
 from ..masks import parse_mask_spec
 from ..models.maskcyclegan import MaskCycleGANConfig, MaskCycleGANTranslator
-from .figures import grid, image_rgb, unit_mask_rgb
-from .lomit_recipe import SeededStream
-from .losses import ImagePool, lsgan
+from .figures import grid, image_rgb, scaled, unit_mask_rgb
+from .losses import ImagePool, SeededStream, lsgan
 from .recipes import Recipe, RecipeOptions, _adam, _d_step, _discriminator, _set_requires_grad
 
 DEFAULT_MASKS = "rects"
@@ -108,8 +107,4 @@ class MaskCycleGANRecipe(Recipe):
         for m in (m for m in masks if m is not None):
             out = self.translator(x, m.to(x.device))["translation"]
             rows += [[unit_mask_rgb(t) for t in m], [image_rgb(t) for t in out]]
-        picture = grid(rows)
-        if scale > 1:
-            picture = picture.resize((picture.width * scale, picture.height * scale),
-                                     Image.NEAREST)
-        return picture
+        return scaled(grid(rows), scale)
