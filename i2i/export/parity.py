@@ -1,7 +1,8 @@
-"""The parity gate: every artifact against eager fp32 PyTorch from the checkpoint, on a fixed set
-of inputs (real inputs where the checkpoint says what it was trained on, binary masks from mask
-schemes for a model that takes a mask, and seeded random ones in each input's range), with
-max/mean absolute error and PSNR per output.
+"""The parity gate's measures: an engine against eager fp32 PyTorch from the checkpoint, on a
+fixed set of inputs per signature (real inputs where the checkpoint says what it was trained
+on, binary masks from mask schemes for a signature that takes a mask, and seeded random ones in
+each input's range), with max/mean absolute error and PSNR per output. i2i.export.build runs
+each artifact through the engine class that serves it.
 
 Thresholds on the [-1, 1] scale: fp32 artifacts max abs error <= 1e-4; fp16 artifacts
 PSNR >= 40 dB (peak-to-peak 2).
@@ -18,15 +19,15 @@ import torch
 from PIL import Image
 
 from ..masks import parse_mask_spec
-from ..models.spec import ModelSpec, TensorSpec
+from ..models.spec import ModelSpec
 from ..synthetic import TASKS, SyntheticShapes
 from ..synthetic_attributes import AttributeShapes
 from .wrap import example_inputs
 
 FP32_MAX_ABS = 1e-4
 FP16_MIN_PSNR = 40.0
-# Schemes whose binary masks a required input named `mask` is also checked with (the masks
-# Mask CycleGAN is trained and demonstrated with); center is skipped where H != W. No all-zero
+# Schemes whose binary masks a signature's mask input is also checked with (the masks Mask
+# CycleGAN is trained and demonstrated with); center is skipped where H != W. No all-zero
 # mask: Mask CycleGAN's output for one is float32 rounding residue amplified by its instance
 # norms (i2i/models/maskcyclegan.py), which no two backends reproduce alike.
 MASK_SCHEMES = ("rects", "center:0.5")
@@ -39,10 +40,10 @@ def domain_inputs(spec: ModelSpec, data: dict, size: tuple[int, int], batch: int
     """One batch of real inputs from the training data, or None when the data is unknown.
 
     Every image input gets its own images (an image paired with itself would hide a swap of two
-    inputs); a mask input (one channel in [0, 1]) gets the true object regions of the first image
-    input's images where the data knows them, else seeded uniform values.
+    inputs); a mask input gets the true object regions of the first image input's images where
+    the data knows them; anything else (masks without regions, knobs) seeded uniform values.
     """
-    images = [t for t in spec.inputs if _is_image(t, spec)]
+    images = list(spec.of_kind("image"))
     if not images:
         return None
     pool, regions = domain_samples(data, size, batch * len(images))
@@ -55,11 +56,12 @@ def domain_inputs(spec: ModelSpec, data: dict, size: tuple[int, int], batch: int
     for t in spec.inputs:
         if t in images:
             out[t.name] = pool[(torch.arange(batch) + images.index(t) * step) % len(pool)]
-        elif _is_mask(t) and regions is not None:
+        elif t.kind == "mask" and regions is not None:
             out[t.name] = regions[torch.arange(batch) % len(regions)]
         else:
             low, high = t.range
-            out[t.name] = torch.rand((batch, t.shape[1], *size), generator=g) * (high - low) + low
+            shape = (batch, t.channels, *size) if t.spatial else (batch, *t.shape[1:])
+            out[t.name] = torch.rand(shape, generator=g) * (high - low) + low
     return out
 
 
@@ -87,14 +89,6 @@ def domain_samples(data: dict, size: tuple[int, int], count: int
     return None, None
 
 
-def _is_image(t: TensorSpec, spec: ModelSpec) -> bool:
-    return t.shape[1] == spec.channels and tuple(t.range) == (-1.0, 1.0)
-
-
-def _is_mask(t: TensorSpec) -> bool:
-    return t.shape[1] == 1 and tuple(t.range) == (0.0, 1.0)
-
-
 def _load(path: Path, size: tuple[int, int]) -> torch.Tensor:
     img = Image.open(path).convert("RGB").resize((size[1], size[0]), Image.BICUBIC)
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
@@ -113,12 +107,14 @@ def parity_inputs(spec: ModelSpec, data: dict, size: tuple[int, int], batch: int
 
 def scheme_masked(spec: ModelSpec, inputs: dict[str, torch.Tensor], schemes: tuple[str, ...]
                   ) -> list[dict[str, torch.Tensor]]:
-    """`inputs` once per scheme, its input named `mask` replaced by the scheme's seeded binary
-    masks (N, 1, H, W); none when the spec has no such mask input, and none for a scheme that
-    cannot draw this size (center: H != W)."""
-    if not any(t.name == "mask" and _is_mask(t) for t in spec.inputs):
+    """`inputs` once per scheme, the signature's mask input replaced by the scheme's seeded
+    binary masks (N, 1, H, W); none when the signature has no mask input, and none for a scheme
+    that cannot draw this size (center: H != W)."""
+    masks = spec.of_kind("mask")
+    if not masks:
         return []
-    n, _, height, width = inputs["mask"].shape
+    name = masks[0].name
+    n, _, height, width = inputs[name].shape
     out = []
     for i, text in enumerate(schemes):
         sampler = parse_mask_spec(text)
@@ -126,7 +122,7 @@ def scheme_masked(spec: ModelSpec, inputs: dict[str, torch.Tensor], schemes: tup
             mask = sampler.sample(n, height, width, generator=MASK_SEED + i)
         except ValueError:
             continue
-        out.append({**inputs, "mask": mask.to(inputs["mask"].device)})
+        out.append({**inputs, name: mask.to(inputs[name].device)})
     return out
 
 
@@ -160,8 +156,11 @@ def verdict(figures: dict[str, dict[str, float]], precision: str) -> tuple[bool,
     return value <= FP32_MAX_ABS, f"{name}: max abs error {value:.2e} (need <= {FP32_MAX_ABS})"
 
 
-def eager_runner(module: torch.nn.Module) -> Runner:
+def eager_runner(module: torch.nn.Module, spec: ModelSpec) -> Runner:
+    """The signature's method of the fp32 module, called directly: the reference."""
+    call = getattr(module, spec.method)
+
     @torch.no_grad()
     def run(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: v.float() for k, v in module(**inputs).items()}
+        return {k: v.float() for k, v in call(**inputs).items()}
     return run

@@ -11,56 +11,21 @@ included. The timing cache (layer timings measured while building) is loaded fro
 to a file beside the plan, so rebuilding on the same machine skips most of the timing.
 
 A plan only runs with the TensorRT version that built it, on a GPU of the same compute
-capability; build_engine returns those facts for the manifest and check_plan_compatible
-compares them with the machine that wants to load the plan.
+capability; build_engine returns those facts for the manifest, and
+i2i.engines.tensorrt.check_plan_compatible compares them with the machine that loads the plan.
 
 Written against the TensorRT 10.x/11.x Python API; building needs a CUDA GPU.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 from types import ModuleType
 
-import torch
+from ..atomic import write_bytes
+from ..engines.tensorrt import _import_tensorrt, _version_tuple, availability, current_machine
 
-MIN_VERSION = (10, 0)        # strongly typed networks and the 10.x API used here
 Shape = tuple[int, ...]
-
-
-def availability() -> str | None:
-    """None when TensorRT can build engines here, otherwise the reason it cannot."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return "tensorrt is not installed (pip install i2i[gpu])"
-    try:
-        trt = _import_tensorrt()
-    except (ImportError, OSError) as err:     # installed, but its libraries do not load
-        return (f"tensorrt is installed but does not load ({err}); reinstall it "
-                f"(pip install i2i[gpu])")
-    if _version_tuple(trt.__version__) < MIN_VERSION:
-        return (f"tensorrt {trt.__version__} is too old (need >= "
-                f"{'.'.join(map(str, MIN_VERSION))}; pip install -U i2i[gpu])")
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is available (TensorRT builds engines on a GPU)"
-    return None
-
-
-def current_machine() -> dict[str, str | None]:
-    """TensorRT version, GPU name and compute capability ("9.0") here; None where absent."""
-    facts: dict[str, str | None] = {"tensorrt": None, "gpu": None, "compute_capability": None}
-    if importlib.util.find_spec("tensorrt") is not None:
-        try:
-            facts["tensorrt"] = _import_tensorrt().__version__
-        except (ImportError, OSError):
-            pass
-    if torch.cuda.is_available():
-        device = torch.cuda.current_device()
-        major, minor = torch.cuda.get_device_capability(device)
-        facts["gpu"] = torch.cuda.get_device_name(device)
-        facts["compute_capability"] = f"{major}.{minor}"
-    return facts
 
 
 def build_engine(onnx_path: Path, plan_path: Path,
@@ -114,8 +79,9 @@ def build_engine(onnx_path: Path, plan_path: Path,
         raise RuntimeError(f"TensorRT {trt.__version__} failed to build an engine from "
                            f"{onnx_path}; its log above says why (often: workspace_bytes too "
                            f"small, or a shape range the graph cannot take)")
-    _write_atomic(plan_path, serialized)
-    _write_atomic(cache_path, config.get_timing_cache().serialize())
+    # TensorRT's IHostMemory is a bytes-like object.
+    write_bytes(plan_path, bytes(memoryview(serialized)))
+    write_bytes(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
 
     here = current_machine()
     return {"tensorrt": trt.__version__, "gpu": here["gpu"],
@@ -123,27 +89,6 @@ def build_engine(onnx_path: Path, plan_path: Path,
             "profile": {name: {"min": list(low), "opt": list(opt), "max": list(high)}
                         for name, (low, opt, high) in shapes.items()},
             "strongly_typed": True}
-
-
-def check_plan_compatible(manifest_entry: dict) -> None:
-    """Raise RuntimeError when this machine cannot load a plan with these manifest facts."""
-    missing = [k for k in ("tensorrt", "compute_capability") if not manifest_entry.get(k)]
-    if missing:
-        raise RuntimeError(f"the manifest's TensorRT entry lacks {missing}, so the plan cannot "
-                           f"be checked against this machine; re-export with i2i-export")
-    built = _describe(manifest_entry)
-    here = current_machine()
-    if here["tensorrt"] is None or here["compute_capability"] is None:
-        lacking = "TensorRT" if here["tensorrt"] is None else "a CUDA GPU"
-        raise RuntimeError(f"model.plan was built with {built}; this machine has no {lacking}. "
-                           f"Serve the ONNX model instead, or install tensorrt=="
-                           f"{manifest_entry['tensorrt']} (pip) on a machine with such a GPU")
-    if (here["tensorrt"] != manifest_entry["tensorrt"]
-            or here["compute_capability"] != manifest_entry["compute_capability"]):
-        raise RuntimeError(f"model.plan was built with {built}; this machine has "
-                           f"{_describe(here)}. A plan only loads with the same TensorRT "
-                           f"version and GPU compute capability: re-export with i2i-export on "
-                           f"this machine")
 
 
 def check_profile(shapes: dict[str, tuple[Shape, Shape, Shape]],
@@ -193,12 +138,6 @@ def onnx_precision(onnx_path: Path) -> str:
     return "float32"
 
 
-def _import_tensorrt() -> ModuleType:
-    import tensorrt
-
-    return tensorrt
-
-
 def _network_flags(trt: ModuleType) -> int:
     # TensorRT 11 types every network strongly and only keeps the flag as a deprecated no-op;
     # on 10.x it must be asked for.
@@ -227,26 +166,3 @@ def _describe_parser_error(error) -> str:
     if name is not None and operator is not None and name():
         where += f" {name()!r} ({operator()})"
     return f"{where}: {error.code()}: {error.desc()}"
-
-
-def _describe(facts: dict) -> str:
-    cc = str(facts.get("compute_capability") or "?")
-    return (f"TensorRT {facts.get('tensorrt')} on {facts.get('gpu') or 'an unnamed GPU'} "
-            f"(sm_{cc.replace('.', '')})")
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    parts = []
-    for piece in version.split(".")[:2]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
-
-
-def _write_atomic(path: Path, data) -> None:
-    """Write a bytes-like object (TensorRT's IHostMemory is one) via a temp file + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(memoryview(data))
-    os.replace(tmp, path)

@@ -42,6 +42,8 @@ def export_onnx(module: nn.Module, spec: ModelSpec, path: Path, batch: tuple[int
         m = spec.size_multiple
         dims[2] = m * torch.export.Dim("height_blocks", min=1, max=max(2, 8192 // m))
         dims[3] = m * torch.export.Dim("width_blocks", min=1, max=max(2, 8192 // m))
+    # knobs (N, 1) share only the batch dimension
+    shapes = tuple(dict(dims) if t.spatial else {0: batch_dim} for t in spec.inputs)
     # The exporter logs one line per torchvision op it cannot find; i2i uses none of them.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
@@ -52,7 +54,7 @@ def export_onnx(module: nn.Module, spec: ModelSpec, path: Path, batch: tuple[int
         program = torch.onnx.export(
             wrapped, tuple(example.values()), dynamo=True, opset_version=opset,
             input_names=wrapped.input_names, output_names=wrapped.output_names,
-            dynamic_shapes=(tuple(dict(dims) for _ in example),),   # forward(*inputs)
+            dynamic_shapes=(shapes,),                               # forward(*inputs)
             custom_translation_table=ONNX_TRANSLATIONS, verbose=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path))
@@ -83,29 +85,31 @@ def to_fp16(src: Path, dst: Path, fp16_io: bool = False) -> dict:
 def _cast_io_to_float32(model: onnx.ModelProto) -> None:
     """Give an fp16-I/O graph float32 inputs and outputs, casting at the boundary."""
     graph = model.graph
-    casts_in, casts_out = [], []
-    for value in graph.input:
-        if value.type.tensor_type.elem_type != TensorProto.FLOAT16:
-            continue
-        inner = f"{value.name}__fp16"
-        for node in graph.node:
-            node.input[:] = [inner if name == value.name else name for name in node.input]
-        casts_in.append(helper.make_node("Cast", [value.name], [inner], to=TensorProto.FLOAT16,
-                                         name=f"{value.name}__to_fp16"))
-        value.type.tensor_type.elem_type = TensorProto.FLOAT
-    for value in graph.output:
-        if value.type.tensor_type.elem_type != TensorProto.FLOAT16:
-            continue
-        inner = f"{value.name}__fp16"
-        for node in graph.node:
-            node.output[:] = [inner if name == value.name else name for name in node.output]
-            node.input[:] = [inner if name == value.name else name for name in node.input]
-        casts_out.append(helper.make_node("Cast", [inner], [value.name], to=TensorProto.FLOAT,
-                                          name=f"{value.name}__to_fp32"))
-        value.type.tensor_type.elem_type = TensorProto.FLOAT
+    casts_in = [_retype(graph, value, output=False) for value in _half(graph.input)]
+    casts_out = [_retype(graph, value, output=True) for value in _half(graph.output)]
     nodes = casts_in + list(graph.node) + casts_out
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def _half(values) -> list:
+    return [v for v in values if v.type.tensor_type.elem_type == TensorProto.FLOAT16]
+
+
+def _retype(graph: onnx.GraphProto, value, output: bool) -> onnx.NodeProto:
+    """Make the graph input or output `value` float32: its fp16 tensor is renamed inside the
+    graph, and the returned Cast node converts between the two at the boundary."""
+    inner = f"{value.name}__fp16"
+    for node in graph.node:
+        node.input[:] = [inner if name == value.name else name for name in node.input]
+        if output:
+            node.output[:] = [inner if name == value.name else name for name in node.output]
+    value.type.tensor_type.elem_type = TensorProto.FLOAT
+    if output:
+        return helper.make_node("Cast", [inner], [value.name], to=TensorProto.FLOAT,
+                                name=f"{value.name}__to_fp32")
+    return helper.make_node("Cast", [value.name], [inner], to=TensorProto.FLOAT16,
+                            name=f"{value.name}__to_fp16")
 
 
 def onnx_runner(path: Path, threads: int | None = None):

@@ -1,6 +1,8 @@
 """Models: generators, discriminators, the MODELS registry and the checkpoint contract.
 
-Adding a model = one new file + one line in MODELS. Tests loop over MODELS.
+Adding a model = one new file + one line in MODELS. Tests loop over MODELS. An entry names the
+model's config dataclass, its builder, its signatures (i2i.models.spec) and, for generators the
+reference repositories also train, the layout their `.pth` files use (i2i.models.reference).
 """
 
 from __future__ import annotations
@@ -14,28 +16,34 @@ from typing import Any
 import torch
 from torch import nn
 
-from .additive import AdditiveConfig, AdditiveTranslator, additive_spec
+from .additive import AdditiveConfig, AdditiveTranslator, additive_signatures
 from .checkpoint import CheckpointError, read_checkpoint, read_document, save_checkpoint
-from .cyclegan import CycleGANConfig, CycleGANTranslator, cyclegan_spec
-from .lomit import LomitConfig, LomitTranslator, lomit_spec
-from .maskcyclegan import MaskCycleGANConfig, MaskCycleGANTranslator, maskcyclegan_spec
-from .pix2pix import Pix2PixConfig, Pix2PixTranslator, pix2pix_spec
-from .spec import ModelSpec, TensorSpec
+from .cyclegan import CycleGANConfig, CycleGANTranslator, cyclegan_signatures
+from .lomit import LomitConfig, LomitTranslator, lomit_signatures
+from .maskcyclegan import MaskCycleGANConfig, MaskCycleGANTranslator, maskcyclegan_signatures
+from .pix2pix import Pix2PixConfig, Pix2PixTranslator, pix2pix_signatures
+from .spec import InputError, ModelSpec, TensorSpec
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     config: type                                   # frozen dataclass of architecture settings
     build: Callable[[Any], nn.Module]              # config -> inference module
-    spec: Callable[[Any], ModelSpec]               # config -> named inputs/outputs
+    signatures: Callable[[Any], dict[str, ModelSpec]]   # config -> {"default": ..., ...}
+    reference: str | None = None                   # layout of reference .pth generators
+
+    def spec(self, config: Any) -> ModelSpec:
+        """The `default` signature."""
+        return self.signatures(config)["default"]
 
 
 MODELS: dict[str, ModelEntry] = {
-    "additive": ModelEntry(AdditiveConfig, AdditiveTranslator, additive_spec),
-    "cyclegan": ModelEntry(CycleGANConfig, CycleGANTranslator, cyclegan_spec),
-    "lomit": ModelEntry(LomitConfig, LomitTranslator, lomit_spec),
-    "maskcyclegan": ModelEntry(MaskCycleGANConfig, MaskCycleGANTranslator, maskcyclegan_spec),
-    "pix2pix": ModelEntry(Pix2PixConfig, Pix2PixTranslator, pix2pix_spec),
+    "additive": ModelEntry(AdditiveConfig, AdditiveTranslator, additive_signatures, "resnet"),
+    "cyclegan": ModelEntry(CycleGANConfig, CycleGANTranslator, cyclegan_signatures, "resnet"),
+    "lomit": ModelEntry(LomitConfig, LomitTranslator, lomit_signatures),
+    "maskcyclegan": ModelEntry(MaskCycleGANConfig, MaskCycleGANTranslator,
+                               maskcyclegan_signatures),
+    "pix2pix": ModelEntry(Pix2PixConfig, Pix2PixTranslator, pix2pix_signatures, "unet"),
 }
 
 
@@ -69,7 +77,8 @@ def build(name: str, config: Any = None) -> nn.Module:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
-    """The eval-mode inference module and its spec, rebuilt from the checkpoint alone."""
+    """The eval-mode inference module and its `default` signature, rebuilt from the checkpoint
+    alone (signatures(module) gives them all)."""
     state, document = read_checkpoint(path, device)
     name = document.get("model", "")
     try:
@@ -80,6 +89,20 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Modul
     module = entry.build(config)
     load_state(module, state, source=str(path))
     return module.to(device).eval(), entry.spec(config)
+
+
+def signatures(module: nn.Module) -> dict[str, ModelSpec]:
+    """Every signature of a module built from the registry (it keeps its config)."""
+    return entry_of(module).signatures(module.config)
+
+
+def entry_of(module: nn.Module) -> ModelEntry:
+    """The registry entry whose builder made `module`."""
+    for entry in MODELS.values():
+        if type(module) is entry.build:
+            return entry
+    raise UnknownModelError(f"{type(module).__name__} is not a model of the registry; known: "
+                            f"{', '.join(MODELS)}")
 
 
 def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -103,6 +126,7 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -
     module.load_state_dict(state, strict=True)
 
 
-__all__ = ["MODELS", "ModelEntry", "ModelSpec", "TensorSpec", "CheckpointError",
+__all__ = ["MODELS", "ModelEntry", "ModelSpec", "TensorSpec", "CheckpointError", "InputError",
+           "entry_of", "signatures",
            "UnknownModelError", "get_entry", "make_config", "build", "load", "load_state",
            "save_checkpoint", "read_checkpoint", "read_document"]

@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from .resnet import ResnetGenerator
-from .spec import ModelSpec, image_spec
+from .spec import ModelSpec, image_spec, knob_spec, signed_mask_spec
+
+MAX_STRENGTH = 4.0                  # the strength signature takes 0 <= strength <= this
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,15 @@ class AdditiveConfig:
 class AddMask(nn.Module):
     """(image, logits) -> (clamp(image + strength * tanh(logits), -1, 1), tanh(logits)).
 
-    A module of its own so that i2i.kernels.use_fused_kernels can swap in the one-pass kernel.
+    strength: a float for every row, or an (N, 1) tensor, one per row. A module of its own so
+    that i2i.kernels.use_fused_kernels can swap in the one-pass kernel.
     """
 
-    def forward(self, image: torch.Tensor, logits: torch.Tensor, strength: float
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor, logits: torch.Tensor,
+                strength: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m = torch.tanh(logits)
+        if isinstance(strength, torch.Tensor):
+            strength = strength.reshape(-1, 1, 1, 1).to(m.dtype)             # (N, 1, 1, 1)
         return torch.clamp(image + strength * m, -1.0, 1.0), m
 
 
@@ -49,12 +54,20 @@ class AdditiveTranslator(nn.Module):
         return self.generator(image)                     # (N, C, H, W) in [-1, 1]
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        translation, m = self.add_mask(image, self.generator.logits(image), self.strength)
+        """The `default` signature: the config's strength for every image."""
+        return self.with_strength(image, self.strength)
+
+    def with_strength(self, image: torch.Tensor, strength: float | torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
+        """The `strength` signature: image (N, C, H, W), strength (N, 1), one per image."""
+        translation, m = self.add_mask(image, self.generator.logits(image), strength)
         return {"translation": translation, "mask": m}
 
 
-def additive_spec(config: AdditiveConfig) -> ModelSpec:
-    c = config.channels
-    return ModelSpec(inputs=(image_spec("image", c),),
-                     outputs=(image_spec("translation", c), image_spec("mask", c)),
-                     size_multiple=ResnetGenerator.size_multiple, channels=c)
+def additive_signatures(config: AdditiveConfig) -> dict[str, ModelSpec]:
+    c, multiple = config.channels, ResnetGenerator.size_multiple
+    outputs = (image_spec("translation", c), signed_mask_spec("mask", c))
+    image = image_spec("image", c)
+    return {"default": ModelSpec((image,), outputs, multiple, c),
+            "strength": ModelSpec((image, knob_spec("strength", 0.0, MAX_STRENGTH)), outputs,
+                                  multiple, c, method="with_strength")}

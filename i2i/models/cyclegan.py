@@ -30,7 +30,7 @@ class CycleGANTranslator(nn.Module):
         return {"translation": self.generator(image)}
 
 
-def cyclegan_spec(config: CycleGANConfig) -> ModelSpec:
+def cyclegan_signatures(config: CycleGANConfig) -> dict[str, ModelSpec]:
     c = config.channels
-    return ModelSpec(inputs=(image_spec("image", c),), outputs=(image_spec("translation", c),),
-                     size_multiple=ResnetGenerator.size_multiple, channels=c)
+    return {"default": ModelSpec((image_spec("image", c),), (image_spec("translation", c),),
+                                 ResnetGenerator.size_multiple, c)}

@@ -22,7 +22,7 @@ from torch import nn
 
 from .pix2pix import SampleNorm
 from .resnet import ConvNormReLU, ResidualBlock
-from .spec import ModelSpec, TensorSpec, image_spec
+from .spec import ModelSpec, image_spec, mask_spec
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,6 @@ def upsample_mask(mask: torch.Tensor) -> torch.Tensor:
 
 class LomitTranslator(nn.Module):
     size_multiple = 4
-    masked_inputs = (TensorSpec("mask", (-1, 1, -1, -1), range=(0.0, 1.0)),)   # of translate()
 
     def __init__(self, config: LomitConfig):
         super().__init__()
@@ -184,7 +183,14 @@ class LomitTranslator(nn.Module):
         self.decoder = Decoder(c, ngf, config.n_res)
 
     def forward(self, image: torch.Tensor, exemplar: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The `default` signature: the co-segmentation picks both masks."""
         return self.translate(image, exemplar)
+
+    def masked(self, image: torch.Tensor, exemplar: torch.Tensor, mask: torch.Tensor
+               ) -> dict[str, torch.Tensor]:
+        """The `masked` signature: the user's mask (N, 1, H, W) marks what is translated."""
+        out = self.translate(image, exemplar, mask)
+        return {"translation": out["translation"], "exemplar_mask": out["exemplar_mask"]}
 
     def translate(self, image: torch.Tensor, exemplar: torch.Tensor,
                   mask: torch.Tensor | None = None, exemplar_mask: torch.Tensor | None = None
@@ -205,11 +211,12 @@ class LomitTranslator(nn.Module):
         return {"translation": self.decoder(h), "mask": mask, "exemplar_mask": exemplar_mask}
 
 
-def lomit_spec(config: LomitConfig) -> ModelSpec:
-    c = config.channels
-    return ModelSpec(
-        inputs=(image_spec("image", c), image_spec("exemplar", c)),
-        outputs=(image_spec("translation", c),
-                 TensorSpec("mask", (-1, 1, -1, -1), range=(0.0, 1.0)),
-                 TensorSpec("exemplar_mask", (-1, 1, -1, -1), range=(0.0, 1.0))),
-        size_multiple=LomitTranslator.size_multiple, channels=c)
+def lomit_signatures(config: LomitConfig) -> dict[str, ModelSpec]:
+    c, multiple = config.channels, LomitTranslator.size_multiple
+    images = (image_spec("image", c), image_spec("exemplar", c))
+    exemplar_mask = mask_spec("exemplar_mask", over="exemplar")
+    return {"default": ModelSpec(images, (image_spec("translation", c), mask_spec("mask"),
+                                          exemplar_mask), multiple, c),
+            "masked": ModelSpec((*images, mask_spec("mask")),
+                                (image_spec("translation", c), exemplar_mask), multiple, c,
+                                method="masked")}

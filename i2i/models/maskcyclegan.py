@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .resnet import ResnetGenerator
-from .spec import ModelSpec, TensorSpec, image_spec
+from .spec import ModelSpec, image_spec, mask_spec
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,10 @@ class MaskCycleGANTranslator(nn.Module):
         return {"translation": torch.clamp(self.raw(image, mask), -1.0, 1.0)}
 
 
-def maskcyclegan_spec(config: MaskCycleGANConfig) -> ModelSpec:
+def maskcyclegan_signatures(config: MaskCycleGANConfig) -> dict[str, ModelSpec]:
+    # An empty mask has no meaningful answer (see the module's notes): backends disagree on the
+    # amplified rounding noise, so serving refuses one.
     c = config.channels
-    return ModelSpec(inputs=(image_spec("image", c),
-                             TensorSpec("mask", (-1, 1, -1, -1), range=(0.0, 1.0))),
-                     outputs=(image_spec("translation", c),),
-                     size_multiple=MaskCycleGANTranslator.size_multiple, channels=c)
+    return {"default": ModelSpec((image_spec("image", c), mask_spec("mask", nonempty=True)),
+                                 (image_spec("translation", c),),
+                                 MaskCycleGANTranslator.size_multiple, c)}

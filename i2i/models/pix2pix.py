@@ -102,7 +102,7 @@ class Pix2PixTranslator(nn.Module):
         return {"translation": self.generator(image)}
 
 
-def pix2pix_spec(config: Pix2PixConfig) -> ModelSpec:
+def pix2pix_signatures(config: Pix2PixConfig) -> dict[str, ModelSpec]:
     c = config.channels
-    return ModelSpec(inputs=(image_spec("image", c),), outputs=(image_spec("translation", c),),
-                     size_multiple=2 ** config.depth, channels=c)
+    return {"default": ModelSpec((image_spec("image", c),), (image_spec("translation", c),),
+                                 2 ** config.depth, c)}

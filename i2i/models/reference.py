@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 
-from . import CheckpointError, build, get_entry, load_state, make_config
+from . import MODELS, CheckpointError, build, get_entry, load_state, make_config
 from .checkpoint import save_checkpoint
 
-RESNET_MODELS = ("cyclegan", "additive")
 STALE_NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -81,29 +80,36 @@ def infer_unet_config(state: dict[str, torch.Tensor]) -> dict:
 
 def convert(state: dict[str, torch.Tensor], model: str) -> tuple[dict[str, torch.Tensor], dict]:
     """(i2i state_dict, config values) from a reference generator state_dict."""
-    get_entry(model)
-    state = {k.removeprefix("module."): v for k, v in state.items()}   # DataParallel saves
-    if model in RESNET_MODELS:
-        config = infer_resnet_config(state)
-        mapping = resnet_key_map(config["n_blocks"], config["dropout"])
-    elif model == "pix2pix":
-        config = infer_unet_config(state)
-        mapping = unet_key_map(config["depth"])
-    else:
+    layout = get_entry(model).reference
+    if layout not in LAYOUTS:
+        known = sorted(name for name, entry in MODELS.items() if entry.reference in LAYOUTS)
         raise CheckpointError(f"no reference importer for model {model!r}; "
-                              f"known: {', '.join(RESNET_MODELS + ('pix2pix',))}")
+                              f"known: {', '.join(known)}")
+    state = {k.removeprefix("module."): v for k, v in state.items()}   # DataParallel saves
+    infer_config, key_map, stale_stats = LAYOUTS[layout]
+    config = infer_config(state)
+    mapping = key_map(config)
     converted, unexpected = {}, []
     for key, value in state.items():
         prefix, _, leaf = key.rpartition(".")
         if prefix in mapping:
             converted[f"{mapping[prefix]}.{leaf}"] = value
-        elif leaf in STALE_NORM_STATS and model in RESNET_MODELS:
+        elif leaf in STALE_NORM_STATS and stale_stats:
             continue         # old InstanceNorm running stats: unused with track_running_stats=False
         else:
             unexpected.append(key)
     if unexpected:
         raise CheckpointError(f"unexpected keys for a reference {model} generator: {unexpected}")
     return converted, config
+
+
+# layout (ModelEntry.reference) -> (config from the state_dict, key map from that config,
+# whether old InstanceNorm running statistics may be present and are dropped)
+LAYOUTS = {
+    "resnet": (infer_resnet_config,
+               lambda config: resnet_key_map(config["n_blocks"], config["dropout"]), True),
+    "unet": (infer_unet_config, lambda config: unet_key_map(config["depth"]), False),
+}
 
 
 def import_reference(path: str | Path, model: str, out: str | Path) -> Path:

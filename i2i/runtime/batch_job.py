@@ -26,12 +26,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..atomic import write_bytes
+from ..engines import EngineSpec, check_batch
 from ..masks import MaskSampler, parse_mask_spec
-from ..models.spec import TensorSpec
+from ..models.spec import InputError, TensorSpec
 from . import images
 from .batcher import Batcher, BatcherError
-from .engines import EngineSpec, mask_input
-from .protocol import ProtocolError
+from .kinds import mask_input
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
 
@@ -54,14 +55,15 @@ def output_names(inputs: list[Path]) -> dict[Path, str]:
 def translate_folder(engine, input_dir: Path, output_dir: Path, masks: bool = False,
                      max_batch: int = 8, max_delay_ms: float = 5.0,
                      max_pixels: int = images.DEFAULT_MAX_PIXELS,
-                     progress: bool = True, exemplar: Path | None = None,
+                     progress: bool = True, pictures: dict[str, Path] | None = None,
                      mask: str | None = None) -> JobReport:
-    """exemplar: the image every input is translated towards, for models that take one.
+    """pictures: {input name: image path} for the model's image inputs besides the translated
+    one (lomit's exemplar: the image every input is translated towards).
     mask: a mask scheme or a grey mask image's path, for models with a mask input."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
-    shared = _shared_inputs(engine.spec, exemplar, max_pixels)
+    shared = _shared_inputs(engine.spec, pictures or {}, max_pixels)
     fixed, scheme = _masking(engine.spec, mask, max_pixels)
     shared.update(fixed)
     files = sorted(p for p in input_dir.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -85,15 +87,14 @@ def _masking(spec: EngineSpec, mask: str | None, max_pixels: int
     scheme drawn for each; ({}, None) without --mask, where the model can do without one."""
     target = mask_input(spec)
     if mask is None:
-        if target is not None and target in spec.inputs:
+        if mask_input(spec, required=True) is not None:
             raise ValueError(f"{spec.model} translates the pixels a mask marks (1 = translate, "
                              "0 = keep): pass --mask SPEC_OR_FILE, a scheme such as center:0.5 "
                              "or rects (drawn on each input, seeded by its file name) or one "
                              "grey mask image for every input")
         return {}, None
     if target is None:
-        refused = dict(spec.refused_inputs)
-        raise ValueError(refused.get("mask") or f"{spec.model} takes no mask; leave out --mask")
+        raise ValueError(f"{spec.model} takes no mask; leave out --mask")
     path = Path(mask)
     if path.is_file():
         picture = images.decode(path.read_bytes(), max_pixels, f"mask {path}", mode="L")
@@ -105,26 +106,27 @@ def _masking(spec: EngineSpec, mask: str | None, max_pixels: int
                          f"{err}") from err
 
 
-def _shared_inputs(spec: EngineSpec, exemplar: Path | None, max_pixels: int
+def _shared_inputs(spec: EngineSpec, pictures: dict[str, Path], max_pixels: int
                    ) -> dict[str, torch.Tensor]:
-    """The inputs every image is sent with: {} or {"exemplar": (1, 3, H, W)}."""
-    target = mask_input(spec)
-    names = [t.name for t in spec.inputs if t != target]
-    if names == ["image"]:
-        if exemplar is not None:
-            raise ValueError(f"{spec.model} takes no exemplar; leave out --exemplar")
-        return {}
-    if names != ["image", "exemplar"]:
-        raise ValueError(f"folder translation takes one image per input; {spec.model} needs "
-                         f"{names}")
-    if exemplar is None:
-        raise ValueError(f"{spec.model} translates each image towards an exemplar: pass "
-                         "--exemplar PATH (one image used for every input)")
-    path = Path(exemplar)
-    if not path.is_file():
-        raise FileNotFoundError(f"exemplar {path} not found")
-    picture = images.decode(path.read_bytes(), max_pixels, f"exemplar {path}")
-    return {"exemplar": images.to_tensor(picture, spec.size or spec.default_size)[None]}
+    """The inputs every image is sent with: one (1, C, H, W) picture per image input of the
+    model besides the translated one (`pictures` gives their files by input name)."""
+    wanted = [t.name for t in spec.default.of_kind("image")][1:]
+    unknown = sorted(set(pictures) - set(wanted))
+    if unknown:
+        raise ValueError(f"{spec.model} takes no {' or '.join(unknown)}; leave out "
+                         + " ".join(f"--{name}" for name in unknown))
+    missing = [name for name in wanted if name not in pictures]
+    if missing:
+        raise ValueError(f"{spec.model} translates each image with the picture(s) {missing} "
+                         f"beside it: pass --{missing[0]} PATH (one image used for every input)")
+    shared = {}
+    for name, path in pictures.items():
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{name} {path} not found")
+        picture = images.decode(path.read_bytes(), max_pixels, f"{name} {path}")
+        shared[name] = images.to_tensor(picture, spec.size or spec.default_size)[None]
+    return shared
 
 
 def _seed(path: Path) -> int:
@@ -136,9 +138,9 @@ async def _run(engine, files, output_dir, masks, max_batch, max_delay_ms, max_pi
                progress, shared, scheme) -> JobReport:
     report = JobReport()
     spec = engine.spec
+    primary = spec.default.image.name
     size = spec.size or spec.default_size
-    described = {t.name: t for t in spec.outputs}
-    given = mask_input(spec)                    # written by --masks if the model has no "mask"
+    given = mask_input(spec)          # --masks writes the mask given where no output is one
     batcher = Batcher(engine.run, min(max_batch, spec.max_batch_size), max_delay_ms,
                       max_queue=4 * max_batch + 8, default_timeout_ms=None)
     await batcher.start()
@@ -156,22 +158,22 @@ async def _run(engine, files, output_dir, masks, max_batch, max_delay_ms, max_pi
         async with limit:
             try:
                 if path.suffix.lower() not in EXTENSIONS:
-                    raise ProtocolError(f"not an image file ({path.suffix or 'no extension'})")
+                    raise InputError(f"not an image file ({path.suffix or 'no extension'})")
                 picture = images.decode(path.read_bytes(), max_pixels, path.name)
-                inputs = {"image": images.to_tensor(picture, size)[None], **shared}
+                inputs = {primary: images.to_tensor(picture, size)[None], **shared}
                 if scheme is not None:
                     inputs[scheme.target.name] = images.drawn_mask(
                         scheme.sampler, picture.size, size, _seed(path), f"--mask {scheme.text}")
+                signature = spec.signatures[spec.signature(inputs)]
+                check_batch(spec, inputs)
                 result = await batcher.submit(inputs)
-                out.write_bytes(images.to_png(result["translation"][0], picture.size))
-                if masks and "mask" in result:
-                    mask_out.write_bytes(images.output_png(result["mask"][0], described["mask"],
-                                                           picture.size))
-                elif masks and given is not None and given.name in inputs:
-                    mask_out.write_bytes(images.output_png(inputs[given.name][0], given,
-                                                           picture.size))
+                write_bytes(out, images.to_png(result["translation"][0], picture.size))
+                shown = _mask_shown(signature, result, inputs, given)
+                if masks and shown is not None:
+                    t, value = shown
+                    write_bytes(mask_out, images.output_png(value[0], t, picture.size))
                 report.translated.append(path)
-            except (ProtocolError, BatcherError, OSError) as err:
+            except (InputError, BatcherError, OSError) as err:
                 report.failed.append((path, str(err)))
                 tqdm.write(f"skipped {path}: {err}")
             finally:
@@ -183,3 +185,15 @@ async def _run(engine, files, output_dir, masks, max_batch, max_delay_ms, max_pi
         bar.close()
         await batcher.stop(drain=True)
     return report
+
+
+def _mask_shown(signature, result: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],
+                given: TensorSpec | None) -> tuple[TensorSpec, torch.Tensor] | None:
+    """What --masks writes: the signature's first mask output (mask or signed mask), else the
+    mask input it was given; None where there is neither."""
+    for t in signature.outputs:
+        if t.kind in ("mask", "signed_mask"):
+            return t, result[t.name]
+    if given is not None and given.name in inputs:
+        return given, inputs[given.name]
+    return None

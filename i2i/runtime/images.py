@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from .. import pixels
 from ..masks import MaskSampler
 from ..models.spec import TensorSpec
 from .protocol import ProtocolError
@@ -56,14 +57,12 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image
 
 def to_tensor(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     """(3, H, W) float32 in [-1, 1] at the model's size (bicubic, as the reference tests)."""
-    resized = img.resize((size[1], size[0]), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+    return pixels.image_tensor(img.resize((size[1], size[0]), Image.BICUBIC))
 
 
 def to_mask(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     """(1, H, W) float32 in [0, 1] from a grey image (pixel / 255) at the model's size."""
-    resized = img.convert("L").resize((size[1], size[0]), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255)[None]
+    return pixels.mask_tensor(img.convert("L").resize((size[1], size[0]), Image.BILINEAR))
 
 
 def drawn_mask(sampler: MaskSampler, picture: tuple[int, int], size: tuple[int, int],
@@ -84,18 +83,15 @@ def drawn_mask(sampler: MaskSampler, picture: tuple[int, int], size: tuple[int, 
 
 
 def output_png(t: torch.Tensor, spec: TensorSpec, size: tuple[int, int]) -> bytes:
-    """One output (C, h, w) as PNG bytes at `size` = (width, height): a [0, 1] mask as grey
-    (which reads back as a mask input), another mask as red/blue, anything else as a picture."""
-    if tuple(spec.range) == (0.0, 1.0):
-        return grey_png(t, size)
-    return mask_png(t, size) if spec.name == "mask" else to_png(t, size)
+    """One tensor (C, h, w) as PNG bytes at `size` = (width, height), drawn by its kind: a mask
+    as grey (which reads back as a mask input), a signed mask as red/blue, an image as itself."""
+    draw = {"mask": grey_png, "signed_mask": mask_png, "image": to_png}
+    return draw[spec.kind](t, size)
 
 
 def to_png(t: torch.Tensor, size: tuple[int, int]) -> bytes:
     """(3, h, w) in [-1, 1] -> PNG bytes resized to `size` = (width, height)."""
-    array = ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
-    img = Image.fromarray(array.permute(1, 2, 0).cpu().numpy()).resize(size, Image.BICUBIC)
-    return png_bytes(img)
+    return png_bytes(Image.fromarray(pixels.image_array(t)).resize(size, Image.BICUBIC))
 
 
 def mask_png(m: torch.Tensor, size: tuple[int, int]) -> bytes:
@@ -110,8 +106,7 @@ def mask_png(m: torch.Tensor, size: tuple[int, int]) -> bytes:
 
 def grey_png(m: torch.Tensor, size: tuple[int, int]) -> bytes:
     """(1, h, w) mask in [0, 1] -> grey PNG (pixel = round(255 m)) at `size` = (width, height)."""
-    array = (m.detach().float()[0].clamp(0, 1) * 255).round().byte().cpu().numpy()   # (h, w)
-    return png_bytes(Image.fromarray(array).resize(size, Image.BILINEAR))
+    return png_bytes(Image.fromarray(pixels.mask_array(m)).resize(size, Image.BILINEAR))
 
 
 def png_bytes(img: Image.Image) -> bytes:

@@ -1,25 +1,28 @@
 """The KServe v2 / Triton HTTP inference protocol: request parsing and response encoding,
 including the binary tensor data extension (`Inference-Header-Content-Length`).
 
-Only what i2i's models need: FP32 and FP16 tensors. Every malformed request raises
-ProtocolError with a message for the client and a 4xx status.
+Only what i2i's models need: FP32 and FP16 tensors. This layer decodes the wire format; whether
+the tensors fit the model (names, shapes, values) is checked once, by i2i.engines.check_batch.
+Every malformed request raises ProtocolError (an InputError) with a message for the client and
+a 4xx status.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ..models.spec import InputError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES = {"FP32": np.float32, "FP16": np.float16}
 NAMES = {"float32": "FP32", "float16": "FP16"}
 
 
-class ProtocolError(ValueError):
+class ProtocolError(InputError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
@@ -33,13 +36,8 @@ class InferRequest:
     timeout_ms: float | None
 
 
-def parse_infer(body: bytes, header_length: str | None, expected: dict[str, tuple[int, ...]],
-                optional: Collection[str] = (), refused: Mapping[str, str] | None = None
-                ) -> InferRequest:
-    """Decode a v2 infer request. `expected`: input name -> shape with -1 for free dims;
-    `optional`: the names in `expected` that a request may leave out; `refused`: input name ->
-    why this server cannot take it. Every input is (N, C, H, W), and all of a request's inputs
-    share N, H and W: they are batched together."""
+def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
+    """Decode a v2 infer request into float32 tensors by input name."""
     json_part, blobs = _split(body, header_length)
     try:
         request = json.loads(json_part)
@@ -50,23 +48,12 @@ def parse_infer(body: bytes, header_length: str | None, expected: dict[str, tupl
     inputs, offset = {}, 0
     for item in request["inputs"]:
         name, array, offset = _input(item, blobs, offset)
-        if refused and name in refused:
-            raise ProtocolError(refused[name])
-        if name not in expected:
-            raise ProtocolError(f"unknown input {name!r}; this model takes "
-                                f"{sorted(expected)}")
-        _check_shape(name, array.shape, expected[name])
+        if name in inputs:
+            raise ProtocolError(f"input {name!r} is given twice")
         inputs[name] = torch.from_numpy(np.array(array, dtype=np.float32))   # own, writable
     if offset != len(blobs):
         raise ProtocolError(f"binary data holds {len(blobs)} bytes but the inputs declare "
                             f"{offset}")
-    missing = sorted(set(expected) - set(inputs) - set(optional))
-    if missing:
-        raise ProtocolError(f"missing input(s) {missing}")
-    if len({(t.shape[0], *t.shape[2:]) for t in inputs.values()}) != 1:
-        shapes = ", ".join(f"{n!r} is {list(t.shape)}" for n, t in inputs.items())
-        raise ProtocolError(f"inputs disagree on the batch size, height or width (dims 0, 2, "
-                            f"3): {shapes}; send inputs of one size, row for row")
     params = request.get("parameters") or {}
     binary_default = bool(params.get("binary_data_output", False))
     outputs = {}
@@ -124,15 +111,6 @@ def _input(item: object, blobs: bytes, offset: int) -> tuple[str, np.ndarray, in
         raise ProtocolError(f"input {name!r}: shape {shape} needs {count} values, data has "
                             f"{array.size}")
     return name, array.reshape(shape), offset
-
-
-def _check_shape(name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> None:
-    if len(shape) != len(expected) or any(e not in (-1, s) for s, e in
-                                          zip(shape, expected, strict=True)):
-        raise ProtocolError(f"input {name!r} has shape {list(shape)}; expected "
-                            f"{list(expected)} (-1: any)")
-    if shape and shape[0] == 0:
-        raise ProtocolError(f"input {name!r} has an empty batch")
 
 
 def encode_infer(model: str, request: InferRequest, outputs: dict[str, torch.Tensor]

@@ -4,18 +4,19 @@ image endpoint for people and curl, health with readiness after warm-up, Prometh
     GET  /v2/health/live | /v2/health/ready | /v2 | /v2/models/{model}[/versions/1][/ready]
     POST /v2/models/{model}[/versions/1]/infer        JSON tensors or the binary extension
     POST /v1/translate[?output=mask][&strength=0.5]   an image (raw body or multipart) -> PNG
+                                                      (a knob in the query picks the model's
+                                                      signature that takes it)
          /v1/translate?mask=SCHEME[&seed=N]           ... with a mask drawn by a scheme
     GET  /metrics                                     Prometheus text format
 
-A model with an exemplar (lomit) takes the tensors `image` and `exemplar` of one shape, or the
-multipart files `image` and `exemplar`; where the engine allows, also a `mask` (N, 1, H, W) in
-[0, 1] (a grey PNG on /v1/translate) that replaces the computed input mask.
-
-A model with a mask input (maskcyclegan: required, 1 = translate, 0 = keep; lomit: optional)
-takes on /v1/translate either a grey file `mask` of the image's size (pixel / 255: grey levels
-give a soft mask) or a scheme of i2i.masks in the query (?mask=center:0.5, ?mask=rects:...),
-drawn on the image with the seed `seed` (default 0), so the same query gives the same mask.
-?output=mask returns the mask that was used.
+A request's input names pick the model's signature (i2i.models.spec): a model with two image
+inputs (lomit) takes `image` and `exemplar` of one shape, or the multipart files of those names,
+and with a `mask` too its `masked` signature. The runtime reads tensor kinds, never names: every
+image input is a picture file, every mask input (1 = translate, 0 = keep) either a grey file of
+the image's size (pixel / 255: grey levels give a soft mask) or a scheme of i2i.masks in the
+query (?mask=center:0.5, ?mask=rects:...), drawn on the image with the seed `seed` (default 0),
+so the same query gives the same mask; every knob input (the additive `strength`) a number in
+the query. ?output=NAME returns an output, or a mask input as it was used.
 
 Errors are {"error": "..."} with a 4xx status (5xx only for engine failures and overload).
 """
@@ -27,6 +28,7 @@ import contextlib
 import hmac
 import logging
 import time
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -38,17 +40,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
+from ..engines import EngineSpec, check_batch
 from ..masks import MaskSampler, parse_mask_spec
-from ..models.spec import TensorSpec
+from ..models.spec import InputError, TensorSpec
 from . import images
 from .batcher import Batcher, BatcherError
-from .engines import EngineSpec, mask_input
+from .kinds import input_kinds, knob_inputs, mask_input, warm_batch
 from .metrics import Metrics
 from .protocol import HEADER_LENGTH, NAMES, ProtocolError, encode_infer, parse_infer
 
 log = logging.getLogger("i2i.serve")
-# Outputs drawn over another input's pixels than the image's: returned at that input's size.
-DRAWN_OVER = {"exemplar_mask": "exemplar"}
 
 
 @dataclass
@@ -68,24 +69,15 @@ class Service:
 
     def __init__(self, engine, config: ServerConfig):
         self.engine, self.config = engine, config
-        self.spec = engine.spec
+        self.max_batch = min(config.max_batch, engine.spec.max_batch_size)
+        # The engine's spec, with this server's batch limit: what every request is checked by.
+        self.spec = dataclasses.replace(engine.spec, max_batch_size=self.max_batch)
         self.metrics = Metrics()
-        self.max_batch = min(config.max_batch, self.spec.max_batch_size)
         self.batcher = Batcher(engine.run, self.max_batch, config.max_delay_ms,
                                config.max_queue, config.timeout_ms,
                                on_batch=self.metrics.on_batch)
         self.ready = False
-        self.optional = {t.name: t for t in self.spec.optional_inputs}
-        self.refused = dict(self.spec.refused_inputs)       # input name -> why not here
-        self.expected = {t.name: tuple(t.shape) for t in (*self.spec.inputs,
-                                                          *self.spec.optional_inputs)}
-        # Masks are range-checked (they weight a blend); images are not.
-        self.bounded = {t.name: tuple(t.range) for t in (*self.spec.inputs, *self.optional.values())
-                        if _is_mask(t)}
         self.mask = mask_input(self.spec)       # filled by a mask file or ?mask=SCHEME
-        # A required mask (maskcyclegan) that selects nothing has no meaningful answer: the
-        # generator's instance norms amplify rounding noise, and backends disagree on it.
-        self.nonempty = {t.name for t in self.spec.inputs if _is_mask(t)}
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -94,15 +86,15 @@ class Service:
         self.ready = True
 
     def warm_up(self) -> None:
-        """Run every batch size once (CUDA graphs and lazy compilation happen here), and batch
-        size 1 with the optional inputs too."""
-        h, w = self.spec.size or self.spec.default_size
+        """Run every batch size of the default signature once (CUDA graphs and lazy compilation
+        happen here), and batch size 1 of every other signature."""
+        size = self.spec.size or self.spec.default_size
         started = time.perf_counter()
         for n in range(1, self.max_batch + 1):
-            self.engine.run({t.name: torch.zeros(n, t.shape[1], h, w) for t in self.spec.inputs})
-        if self.optional:
-            self.engine.run({t.name: torch.zeros(1, t.shape[1], h, w)
-                             for t in (*self.spec.inputs, *self.spec.optional_inputs)})
+            self.engine.run(warm_batch(self.spec.default, n, size))
+        for signature in self.spec.signatures.values():
+            if signature is not self.spec.default:
+                self.engine.run(warm_batch(signature, 1, size))
         log.info("warmed up batch sizes 1..%d in %.1f s", self.max_batch,
                  time.perf_counter() - started)
 
@@ -110,27 +102,11 @@ class Service:
         self.ready = False
         await self.batcher.stop(drain=True)
 
-    def check_size(self, height: int, width: int) -> None:
-        fixed, m = self.spec.size, self.spec.size_multiple
-        if fixed and (height, width) != tuple(fixed):
-            raise ProtocolError(f"this engine takes {fixed[0]}x{fixed[1]} images, got "
-                                f"{height}x{width}")
-        if height % m or width % m or height < m or width < m:
-            raise ProtocolError(f"image size {height}x{width}: height and width must be "
-                                f"multiples of {m}")
-
     async def infer(self, inputs: dict[str, torch.Tensor], timeout_ms: float | None = None
                     ) -> dict[str, torch.Tensor]:
-        """inputs: every model input, and optional ones, (N, C, H, W) of one N, H and W."""
-        first = next(iter(inputs.values()))
-        if first.shape[0] > self.max_batch:
-            raise ProtocolError(f"batch of {first.shape[0]} is larger than this server's "
-                                f"max batch {self.max_batch}; split it")
-        self.check_size(first.shape[2], first.shape[3])
-        for name in inputs.keys() & self.bounded.keys():
-            _check_range(name, inputs[name], self.bounded[name])
-        for name in inputs.keys() & self.nonempty:
-            _check_nonempty(name, inputs[name])
+        """inputs: one signature's, (N, ...) of one N (and one H and W): checked here, once,
+        before the request is queued."""
+        check_batch(self.spec, inputs)
         self.metrics.queue_depth.set(self.batcher.stats.queue_depth + 1)
         try:
             return await self.batcher.submit(inputs, timeout_ms)
@@ -192,9 +168,11 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
                     for t in specs]
         meta = {"name": name, "versions": ["1"], "platform": f"i2i_{engine.name}",
                 "inputs": tensors(service.spec.inputs),
-                "outputs": tensors(service.spec.outputs)}
-        if service.optional:            # beyond KServe v2: inputs a request may add
-            meta["optional_inputs"] = tensors(service.spec.optional_inputs)
+                "outputs": tensors(service.spec.outputs),
+                # beyond KServe v2: every signature a request may pick by its input names
+                "signatures": {label: {"inputs": tensors(s.inputs),
+                                       "outputs": tensors(s.outputs)}
+                               for label, s in service.spec.signatures.items()}}
         return JSONResponse(meta)
 
     async def model_ready(request: Request) -> Response:
@@ -205,34 +183,28 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
     async def infer(request: Request) -> Response:
         check_model(request)
         body = await read_body(request, config.max_body_bytes)
-        parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), service.expected,
-                             optional=service.optional, refused=service.refused)
+        parsed = parse_infer(body, request.headers.get(HEADER_LENGTH))
         outputs = await service.infer(parsed.inputs, parsed.timeout_ms)
         content, headers = encode_infer(name, parsed, outputs)
         return Response(content, headers=headers)
 
     async def translate(request: Request) -> Response:
         body = await read_body(request, config.max_body_bytes)
-        files = await _uploads(request, body)
-        described = {t.name: t for t in service.spec.outputs}
-        if service.mask is not None and service.mask.name not in described:
-            described[service.mask.name] = service.mask     # ?output=mask: the mask used
+        files = await _uploads(request, body, service.spec.default.image.name)
+        knobs = knob_inputs(request.query_params, service.spec)
+        scheme = _scheme(request.query_params, name, service.mask, files)
+        pictures, inputs = _pictures(files, service.spec, config.max_pixels, scheme)
+        signature = service.spec.signatures[service.spec.signature({**inputs, **knobs})]
+        # ?output=NAME: an output, or a mask input as it was used
+        described = {t.name: t for t in signature.outputs}
+        described.update({t.name: t for t in signature.of_kind("mask")
+                          if t.name not in described})
         want = request.query_params.get("output", "translation")
         if want not in described:
             raise ProtocolError(f"output={want!r} is not an output of {name}; choose from "
                                 f"{list(described)}")
-        strength = request.query_params.get("strength")
-        strength = None if strength is None else _strength(strength, name)
-        scheme = _scheme(request.query_params, name, service.mask, files, service.refused)
-        refused = sorted(files.keys() & service.refused.keys())
-        if refused:
-            raise ProtocolError(service.refused[refused[0]])
-        pictures, inputs = _pictures(files, service.spec, config.max_pixels, scheme)
-        outputs = await service.infer(inputs)
-        if strength is not None:        # the additive model: clamp(x + s * m)
-            outputs = {**outputs, "translation": torch.clamp(
-                inputs["image"] + strength * outputs["mask"], -1.0, 1.0)}
-        size = pictures[DRAWN_OVER.get(want, "image")].size
+        outputs = await service.infer({**inputs, **knobs})
+        size = pictures[described[want].over or signature.image.name].size
         shown = outputs[want] if want in outputs else inputs[want]
         return Response(images.output_png(shown[0], described[want], size),
                         media_type="image/png")
@@ -264,7 +236,7 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
         return error(str(exc), getattr(exc, "status", 500))
 
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={ProtocolError: handle, BatcherError: handle},
+                    exception_handlers={InputError: handle, BatcherError: handle},
                     middleware=[Middleware(Guard, service=service, api_key=config.api_key)])
     app.state.service = service
 
@@ -312,11 +284,12 @@ def _endpoint(path: str) -> str:
     return "metrics" if path == "/metrics" else "metadata"
 
 
-async def _uploads(request: Request, body: bytes) -> dict[str, bytes]:
-    """{field: bytes} from a multipart form, or {"image": body} for a raw upload."""
+async def _uploads(request: Request, body: bytes, primary: str) -> dict[str, bytes]:
+    """{field: bytes} from a multipart form, or {primary: body} for a raw upload (primary: the
+    name of the model's first image input)."""
     kind = request.headers.get("content-type", "")
     if not kind.startswith("multipart/form-data"):
-        return {"image": body}
+        return {primary: body}
     from starlette.datastructures import UploadFile
     from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -330,8 +303,8 @@ async def _uploads(request: Request, body: bytes) -> dict[str, bytes]:
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
             files[key] = await value.read()
-    if "image" not in files and len(files) == 1:
-        files["image"] = next(iter(files.values()))
+    if primary not in files and len(files) == 1:
+        files[primary] = next(iter(files.values()))
     return files
 
 
@@ -345,8 +318,8 @@ class _Scheme:
     seed: int
 
 
-def _scheme(query, model: str, mask: TensorSpec | None, files: dict[str, bytes],
-            refused: dict[str, str]) -> _Scheme | None:
+def _scheme(query, model: str, mask: TensorSpec | None, files: dict[str, bytes]
+            ) -> _Scheme | None:
     """The query's mask scheme, or None when it names none; ProtocolError for a bad one."""
     text, seed = query.get("mask"), query.get("seed")
     if text is None:
@@ -354,7 +327,7 @@ def _scheme(query, model: str, mask: TensorSpec | None, files: dict[str, bytes],
             raise ProtocolError("seed goes with a mask scheme, e.g. ?mask=rects&seed=3")
         return None
     if mask is None:
-        raise ProtocolError(refused.get("mask") or f"{model} takes no mask; leave out ?mask=")
+        raise ProtocolError(f"{model} takes no mask; leave out ?mask=")
     if mask.name in files:
         raise ProtocolError(f"give the {mask.name} one way: either the multipart file "
                             f"{mask.name!r} or ?mask=SCHEME in the query, not both")
@@ -379,67 +352,34 @@ def _pictures(files: dict[str, bytes], spec: EngineSpec, max_pixels: int,
     image; a mask (grey, pixel / 255) marks the image's pixels, so it must have the image's size.
     A scheme's mask is drawn on the image's pixels and scaled to the model's size.
     """
-    if "image" not in files:
-        raise ProtocolError("send an image: the raw request body, or a multipart field "
-                            "named 'image'")
-    names = [t.name for t in spec.inputs]
-    unsent = [t for t in spec.inputs if t.name not in files and not (scheme and
-                                                                       t.name == scheme.name)]
-    missing = [t.name for t in unsent if not _is_mask(t)]
+    primary = spec.default.image.name
+    if primary not in files:
+        raise ProtocolError(f"send an image: the raw request body, or a multipart field "
+                            f"named {primary!r}")
+    wanted = [t.name for t in spec.default.of_kind("image")]
+    missing = [n for n in wanted if n not in files]
     if missing:
-        raise ProtocolError(f"{spec.model} takes the images {names}; missing {missing}: send "
+        raise ProtocolError(f"{spec.model} takes the images {wanted}; missing {missing}: send "
                             "a multipart form with one file field per name")
-    if unsent:                          # a required mask
-        mask = unsent[0].name
-        raise ProtocolError(f"{spec.model} needs a {mask} (1 = translate, 0 = keep): upload a "
-                            f"grey image of the image's size as the multipart file {mask!r}, "
-                            "or name a scheme in the query, e.g. ?mask=center:0.5 or "
-                            "?mask=rects&seed=0")
+    required = mask_input(spec, required=True)
+    if required is not None and required.name not in files and scheme is None:
+        raise ProtocolError(f"{spec.model} needs a {required.name} (1 = translate, 0 = keep): "
+                            "upload a grey image of the image's size as the multipart file "
+                            f"{required.name!r}, or name a scheme in the query, e.g. "
+                            "?mask=center:0.5 or ?mask=rects&seed=0")
     size = spec.size or spec.default_size
-    sent = [t for t in (*spec.inputs, *spec.optional_inputs) if t.name in files]
-    pictures = {t.name: images.decode(files[t.name], max_pixels, t.name)
-                for t in sent if not _is_mask(t)}
+    kinds = input_kinds(spec)
+    pictures = {n: images.decode(data, max_pixels, n) for n, data in files.items()
+                if kinds.get(n) == "image"}
     inputs = {n: images.to_tensor(p, size)[None] for n, p in pictures.items()}
-    width, height = pictures["image"].size
-    for t in filter(_is_mask, sent):
-        mask = images.decode(files[t.name], max_pixels, t.name, mode="L")
+    width, height = pictures[primary].size
+    for name in (n for n in files if kinds.get(n) == "mask"):
+        mask = images.decode(files[name], max_pixels, name, mode="L")
         if mask.size != (width, height):
-            raise ProtocolError(f"{t.name} is {mask.size[0]}x{mask.size[1]} pixels; it must "
+            raise ProtocolError(f"{name} is {mask.size[0]}x{mask.size[1]} pixels; it must "
                                 f"have the image's size, {width}x{height} (width x height)")
-        inputs[t.name] = images.to_mask(mask, size)[None]
+        inputs[name] = images.to_mask(mask, size)[None]
     if scheme is not None:
         inputs[scheme.name] = images.drawn_mask(scheme.sampler, (width, height), size,
                                                 scheme.seed, f"{scheme.name}={scheme.text}")
     return pictures, inputs
-
-
-def _is_mask(t: TensorSpec) -> bool:
-    return t.shape[1] == 1 and tuple(t.range) == (0.0, 1.0)
-
-
-def _strength(text: str, model: str) -> float:
-    """The additive model's mask strength s of ?strength= (translation = clamp(x + s * m))."""
-    if model != "additive":
-        raise ProtocolError(f"strength applies to the additive model only, not {model!r}")
-    try:
-        strength = float(text)
-    except ValueError as err:
-        raise ProtocolError(f"strength must be a number, got {text!r}") from err
-    if not 0.0 <= strength <= 4.0:
-        raise ProtocolError(f"strength {strength} is outside [0, 4]")
-    return strength
-
-
-def _check_range(name: str, x: torch.Tensor, bounds: tuple[float, float]) -> None:
-    lo, hi = bounds
-    if not bool(((x >= lo) & (x <= hi)).all()):         # NaN fails both comparisons
-        raise ProtocolError(f"input {name!r} must lie in [{lo:g}, {hi:g}]; it holds values "
-                            f"from {x.min().item():g} to {x.max().item():g}")
-
-
-def _check_nonempty(name: str, x: torch.Tensor) -> None:
-    empty = (x.flatten(1).amax(dim=1) <= 0).nonzero().flatten().tolist()
-    if empty:
-        raise ProtocolError(f"input {name!r} selects no pixel in row(s) {empty}: an empty mask "
-                            "has no defined translation (the output would be numerical noise); "
-                            "mark at least one pixel, or keep the image as it is")
