@@ -172,6 +172,47 @@ def test_add_mask_clamp_channels_last():
     torch.testing.assert_close(m, m_ref, rtol=0, atol=2e-6)
 
 
+ROW_STRENGTHS = [0.0, 0.5, 1.7]     # one per row: nothing added, half the mask, more than it
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(3, 1, 1, 3), (3, 3, 5, 7), (3, 2, 67, 91)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_add_mask_clamp_per_row_strength(shape, dtype, layout):
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = rand(shape, dtype, 0.8, 0.0).contiguous(memory_format=fmt)
+    z = rand(shape, dtype, 4.0, 0.0, 1).contiguous(memory_format=fmt)
+    strength = torch.tensor(ROW_STRENGTHS, device=DEVICE)
+    y, m = launch_add_mask_clamp(x, z, strength)
+    assert y.is_contiguous(memory_format=fmt) and m.is_contiguous(memory_format=fmt)
+    y_same, m_same = add_mask_clamp_reference(x, z, strength, compute_dtype=None)
+    y_true, m_true = add_mask_clamp_reference(x.double(), z.double(), strength.double(),
+                                              compute_dtype=torch.float64)
+    assert_kernel_close(y, y_same, y_true, dtype, f"y per-row {layout}")
+    assert_kernel_close(m, m_same, m_true, dtype, f"m per-row {layout}")
+    assert y.abs().max() <= 1.0
+    assert torch.equal(y[0], x[0].clamp(-1, 1))              # strength 0: the input, clamped
+    # Each row is exactly what a whole-batch float strength gives that row alone: the kernel
+    # picks the right row's strength in either layout, also where a block straddles rows.
+    for i, s in enumerate(ROW_STRENGTHS):
+        y_row, m_row = launch_add_mask_clamp(x[i:i + 1], z[i:i + 1], s)
+        assert torch.equal(y[i:i + 1], y_row) and torch.equal(m[i:i + 1], m_row), (i, s)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_add_mask_clamp_float_strength_is_that_value_for_every_row(dtype):
+    x = rand((3, 3, 5, 7), dtype, 0.8, 0.0)
+    z = rand((3, 3, 5, 7), dtype, 4.0, 0.0, 1)
+    full = torch.full((3,), 0.7, device=DEVICE)
+    for compute_dtype in (None, torch.float32):
+        by_float = add_mask_clamp_reference(x, z, 0.7, compute_dtype=compute_dtype)
+        by_tensor = add_mask_clamp_reference(x, z, full, compute_dtype=compute_dtype)
+        assert all(torch.equal(a, b) for a, b in zip(by_float, by_tensor, strict=True))
+    by_float, by_tensor = launch_add_mask_clamp(x, z, 0.7), launch_add_mask_clamp(x, z, full)
+    assert all(torch.equal(a, b) for a, b in zip(by_float, by_tensor, strict=True))
+
+
 def test_empty_inputs_give_empty_outputs():
     x = torch.empty((0, 3, 4, 4), device=DEVICE)
     assert launch_instance_norm_act(x).shape == x.shape
@@ -199,6 +240,18 @@ def test_empty_inputs_give_empty_outputs():
     (lambda: launch_add_mask_clamp(
         torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4).contiguous(
             memory_format=torch.channels_last)), "both must be contiguous or both channels_last"),
+    (lambda: launch_add_mask_clamp(torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4),
+                                   torch.ones(3, 1)), r"strength must have shape \(N,\) = \(3,\)"),
+    (lambda: launch_add_mask_clamp(torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4),
+                                   torch.ones(2)), r"strength must have shape \(N,\) = \(3,\)"),
+    (lambda: launch_add_mask_clamp(torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4),
+                                   torch.ones(3, dtype=torch.int64)),
+     "strength must be a floating point tensor"),
+    (lambda: launch_add_mask_clamp(torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4),
+                                   torch.ones(3, device="meta")),
+     "strength is on meta but x is on"),
+    (lambda: add_mask_clamp_reference(torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4),
+                                      torch.ones(4)), r"strength must have shape \(N,\)"),
 ])
 def test_unsupported_inputs_are_rejected_clearly(call, message):
     with pytest.raises((ValueError, TypeError), match=message):

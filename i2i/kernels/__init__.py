@@ -2,7 +2,7 @@
 
     torch.ops.i2i.instance_norm_act      instance norm + affine + ReLU + residual
     torch.ops.i2i.instance_norm_hadain   instance norm + HAdaIN foreground/background blend
-    torch.ops.i2i.add_mask_clamp         (clamp(x + s * tanh(z), -1, 1), tanh(z))
+    torch.ops.i2i.add_mask_clamp         (clamp(x + s[n] * tanh(z), -1, 1), tanh(z)), s (N,)
 
 use_fused_kernels(model) swaps them into a generator; ONNX_TRANSLATIONS is the
 custom_translation_table for torch.onnx.export(dynamo=True).

@@ -60,6 +60,18 @@ def _epilogue(xn, n, c, h, w, valid, C,
 
 
 @jit
+def _load_tile(x_ptr, n, c, start, W, HW, sxn, sxc, sxh, sxw, BLOCK: tl.constexpr):
+    # The BLOCK elements of row (n, c) from position `start` of the row on: their validity,
+    # their int64 (h, w) coordinates and their values as stored (masked lanes read 0).
+    offs = start + tl.arange(0, BLOCK)
+    valid = offs < HW
+    h = (offs // W).to(tl.int64)
+    w = (offs % W).to(tl.int64)
+    x = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=valid, other=0.0)
+    return valid, h, w, x
+
+
+@jit
 def _row_kernel(x_ptr, o_ptr,                 # input and output, (N, C, H, W), any strides
                 C, W, HW, sxn, sxc, sxh, sxw, son, soc, soh, sow, eps,
                 w_ptr, b_ptr, w2_ptr, b2_ptr, r_ptr, srn, src, srh, srw, m_ptr, smn, smh, smw,
@@ -68,12 +80,8 @@ def _row_kernel(x_ptr, o_ptr,                 # input and output, (N, C, H, W), 
     row = tl.program_id(0)
     n = (row // C).to(tl.int64)
     c = (row % C).to(tl.int64)
-    offs = tl.arange(0, BLOCK)
-    valid = offs < HW
-    h = (offs // W).to(tl.int64)
-    w = (offs % W).to(tl.int64)
     shift = tl.load(x_ptr + n * sxn + c * sxc).to(tl.float32)        # the row's first element
-    x = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=valid, other=0.0)
+    valid, h, w, x = _load_tile(x_ptr, n, c, 0, W, HW, sxn, sxc, sxh, sxw, BLOCK)
     x = tl.where(valid, x.to(tl.float32) - shift, 0.0)   # fp32 before any arithmetic (bf16)
     mean = tl.sum(x, axis=0) / HW                         # of x - shift
     d = tl.where(valid, x - mean, 0.0)
@@ -99,11 +107,8 @@ def _stats_kernel(x_ptr,                          # input (N, C, H, W), any stri
     mean = tl.full((), 0.0, tl.float32)
     m2 = tl.full((), 0.0, tl.float32)
     for i in range(0, CHUNK, BLOCK):
-        offs = s * CHUNK + i + tl.arange(0, BLOCK)
-        valid = offs < HW
-        h = (offs // W).to(tl.int64)
-        w = (offs % W).to(tl.int64)
-        x = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=valid, other=0.0)
+        valid, h, w, x = _load_tile(x_ptr, n, c, s * CHUNK + i, W, HW, sxn, sxc, sxh, sxw,
+                                    BLOCK)
         x = tl.where(valid, x.to(tl.float32) - shift, 0.0)
         k = tl.sum(valid.to(tl.float32), axis=0)
         tile_mean = tl.sum(x, axis=0) / tl.maximum(k, 1.0)
@@ -144,11 +149,8 @@ def _apply_kernel(x_ptr, o_ptr, cnt_ptr, mean_ptr, m2_ptr,
     spread = mu - mean
     rstd = 1.0 / tl.sqrt(tl.sum(q + k * spread * spread, axis=0) / total + eps)
     for i in range(0, CHUNK, BLOCK):
-        offs = s * CHUNK + i + tl.arange(0, BLOCK)
-        valid = offs < HW
-        h = (offs // W).to(tl.int64)
-        w = (offs % W).to(tl.int64)
-        x = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=valid, other=0.0)
+        valid, h, w, x = _load_tile(x_ptr, n, c, s * CHUNK + i, W, HW, sxn, sxc, sxh, sxw,
+                                    BLOCK)
         xn = ((x.to(tl.float32) - shift) - mean) * rstd
         y = _epilogue(xn, n, c, h, w, valid, C, w_ptr, b_ptr, w2_ptr, b2_ptr,
                       r_ptr, srn, src, srh, srw, m_ptr, smn, smh, smw,

@@ -52,9 +52,20 @@ class FusedResidualBlock(nn.Module):
 
 
 class FusedAddMask(nn.Module):
-    def forward(self, image: torch.Tensor, logits: torch.Tensor, strength: float
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.ops.i2i.add_mask_clamp(image, logits, float(strength))
+    """AddMask on add_mask_clamp. `strength`: a float (every row), or one value per row of
+    `image` as an (N, 1) or (N,) tensor; the op gets an (N,) float32 tensor on image's device."""
+
+    def forward(self, image: torch.Tensor, logits: torch.Tensor,
+                strength: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(strength, torch.Tensor):
+            if strength.dim() not in (1, 2) or (strength.dim() == 2 and strength.shape[1] != 1):
+                raise ValueError("strength must be a float or a tensor of shape (N, 1) or (N,), "
+                                 f"got shape {tuple(strength.shape)}")
+            strength = strength.reshape(-1).to(device=image.device, dtype=torch.float32)
+        else:
+            strength = torch.full(image.shape[:1], float(strength), dtype=torch.float32,
+                                  device=image.device)
+        return torch.ops.i2i.add_mask_clamp(image, logits, strength)
 
 
 class FusedHAdaIN(nn.Module):
