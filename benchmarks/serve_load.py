@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from i2i import sysinfo
+from i2i.engines import open_engine
 from i2i.export import ExportOptions, build
 from i2i.models import build as build_model
 from i2i.models import make_config, save_checkpoint
-from i2i.runtime.engines import open_engine
 from i2i.runtime.inprocess import free_port
 
 SIZE = 64

@@ -22,7 +22,8 @@ import pytest
 import torch
 
 import i2i.models
-from i2i.export.aoti import export_aoti, load_aoti
+from i2i.engines.aoti import load_aoti
+from i2i.export.aoti import export_aoti
 from i2i.models.spec import ModelSpec
 from i2i.sysinfo import machine
 

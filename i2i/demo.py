@@ -17,7 +17,7 @@ import torch
 
 from . import sysinfo
 from .export import ExportOptions, build, read_manifest
-from .export.manifest import sha256
+from .manifest import sha256
 from .models import load
 from .train.figures import translation_grid
 from .train.loop import TrainOptions, newest_state, train
@@ -68,7 +68,7 @@ def _exported(export_dir: Path, checkpoint: Path) -> bool:
     except (FileNotFoundError, ValueError):
         return False
     return (manifest["checkpoint"]["sha256"] == sha256(checkpoint)
-            and {"onnx", "onnx_fp16", "aoti", "triton"} <= set(manifest["artifacts"])
+            and {"onnx", "onnx_fp16", "aoti", "triton"} <= set(manifest["signatures"]["default"]["artifacts"])
             and not manifest.get("parity_failures"))
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .runtime.engines import open_engine
+from .engines import open_engine
 from .runtime.inprocess import serving
 from .runtime.server import ServerConfig
 

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from .models.additive import AdditiveTranslator
-from .models.lomit import LomitTranslator
+from .models import MODELS
+from .models.spec import ModelSpec
 
 Seed = torch.Generator | int | None
 
@@ -254,19 +254,34 @@ def model_attention(model: nn.Module, image: torch.Tensor, exemplar: torch.Tenso
                     reduce: str = "mean") -> torch.Tensor:
     """Attention (N, 1, H, W) in [0, 1] from another i2i model's mask output.
 
-    additive: additive_attention of its `mask`. lomit: its `mask` output (already in [0, 1]),
-    which needs an exemplar image (N, C, H, W) of the target look.
+    The model's default signature says which output is a mask: a mask in [0, 1] is used as it
+    is (lomit's, which needs an exemplar image (N, C, H, W) of the target look), a signed mask
+    through additive_attention (the additive model's).
     """
-    if isinstance(model, LomitTranslator):
-        if exemplar is None:
-            raise ValueError("a lomit model needs an exemplar image for its mask "
-                             "(model_attention(model, image, exemplar))")
-        return model(image, exemplar)["mask"]
-    if isinstance(model, AdditiveTranslator):
-        if exemplar is not None:
-            raise ValueError("an additive model takes no exemplar")
-        return additive_attention(model(image)["mask"], reduce)
-    raise ValueError(f"attention maps come from additive or lomit models, not "
+    name, spec = _mask_model(model)
+    pictures = [image] + ([] if exemplar is None else [exemplar])
+    wanted = [t.name for t in spec.of_kind("image")]
+    if len(pictures) < len(wanted):
+        raise ValueError(f"a {name} model needs an {wanted[1]} image for its mask "
+                         f"(model_attention(model, image, {wanted[1]}))")
+    if len(pictures) > len(wanted):
+        raise ValueError(f"an {name} model takes no exemplar")
+    out = getattr(model, spec.method)(**dict(zip(wanted, pictures, strict=True)))
+    shown = next(t for t in spec.outputs if t.kind in ("mask", "signed_mask"))
+    if shown.kind == "mask":
+        return out[shown.name]
+    return additive_attention(out[shown.name], reduce)
+
+
+def _mask_model(model: nn.Module) -> tuple[str, ModelSpec]:
+    """(registry name, default signature) of a model with a mask output; ValueError if not."""
+    with_masks = {name: entry for name, entry in MODELS.items()
+                  if any(t.kind in ("mask", "signed_mask")
+                         for t in entry.spec(entry.config()).outputs)}
+    for name, entry in with_masks.items():
+        if type(model) is entry.build:
+            return name, entry.spec(model.config)
+    raise ValueError(f"attention maps come from {' or '.join(with_masks)} models, not "
                      f"{type(model).__name__}")
 
 

@@ -11,8 +11,8 @@ import torch
 
 import i2i.models
 from i2i.export import ExportOptions, build, read_manifest
-from i2i.export.aoti import export_aoti, load_aoti
-from i2i.export.wrap import masked_spec
+from i2i.engines.aoti import load_aoti
+from i2i.export.aoti import export_aoti
 
 from .test_export_lomit import lomit_checkpoint
 
@@ -154,8 +154,8 @@ def _pairs(batch: int) -> dict[str, torch.Tensor]:
 def test_lomit_packages_pass_the_gate(lomit):
     out, _, _ = lomit
     manifest = read_manifest(out)
-    plain = manifest["artifacts"]["aoti"]
-    masked = manifest["variants"]["masked"]["artifacts"]["aoti"]
+    plain = manifest["signatures"]["default"]["artifacts"]["aoti"]
+    masked = manifest["signatures"]["masked"]["artifacts"]["aoti"]
     assert plain["file"] == "model.pt2" and masked["file"] == "model.masked.pt2"
     for entry in (plain, masked):
         assert entry["passed"] and entry["batch"] == [1, 2, 3]
@@ -171,7 +171,7 @@ def test_lomit_matches_eager(lomit, batch):
         plain_want = module(x["image"], x["exemplar"])
         masked_want = module.translate(x["image"], x["exemplar"], mask=x["mask"])
     plain = load_aoti(out / "model.pt2", spec)({k: x[k] for k in ("image", "exemplar")})
-    masked = load_aoti(out / "model.masked.pt2", masked_spec(module, spec))(x)
+    masked = load_aoti(out / "model.masked.pt2", i2i.models.signatures(module)["masked"])(x)
     assert list(plain) == ["translation", "mask", "exemplar_mask"]
     assert list(masked) == ["translation", "exemplar_mask"]
     for got, want in ((plain, plain_want), (masked, masked_want)):
@@ -181,7 +181,7 @@ def test_lomit_matches_eager(lomit, batch):
 
 def test_lomit_inputs_must_share_the_batch(lomit):
     out, module, spec = lomit
-    run = load_aoti(out / "model.masked.pt2", masked_spec(module, spec))
+    run = load_aoti(out / "model.masked.pt2", i2i.models.signatures(module)["masked"])
     x = _pairs(2)
     with pytest.raises(ValueError, match=r"share batch.*exemplar \(1, 3, 16, 16\)"):
         run({**x, "exemplar": x["exemplar"][:1]})

@@ -18,7 +18,7 @@ from i2i.export import ExportOptions, build
 from i2i.export.parity import FP16_MIN_PSNR, FP32_MAX_ABS
 from i2i.models import build as build_model
 from i2i.models import make_config, save_checkpoint
-from i2i.runtime.engines import ENGINES, check_batch, engine_availability, open_engine
+from i2i.engines import ENGINES, check_batch, engine_availability, open_engine
 
 SIZE = (16, 16)
 # (engine, precision) pairs the parity test runs; it must name every engine in ENGINES.
@@ -184,4 +184,4 @@ def test_precision_and_device_errors(exported):
     with pytest.raises(ValueError, match="pass checkpoint"):
         open_engine("fused")
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["artifacts"]["aoti"]["device"] == "cpu"
+    assert manifest["signatures"]["default"]["artifacts"]["aoti"]["device"] == "cpu"

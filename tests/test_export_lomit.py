@@ -20,9 +20,9 @@ from torch import nn
 from i2i.export import parity, read_manifest
 from i2i.export.cli import main
 from i2i.export.to_onnx import onnx_runner
-from i2i.export.wrap import masked_spec
 from i2i.models import build as build_model
-from i2i.models import get_entry, load, make_config, save_checkpoint
+from i2i.models import get_entry, load, make_config, save_checkpoint, signatures
+from i2i.models.spec import ModelSpec
 from i2i.models.spec import TensorSpec
 from i2i.synthetic_attributes import AttributeShapes
 
@@ -100,16 +100,18 @@ def test_manifest_records_both_variants_and_their_parity(exported):
     out, _ = exported
     manifest = read_manifest(out)
     assert manifest["model"] == "lomit" and manifest["checkpoint"]["step"] == 7
-    assert [t["name"] for t in manifest["inputs"]] == INPUTS["plain"]
-    assert [t["name"] for t in manifest["outputs"]] == OUTPUTS["plain"]
-    masked = manifest["variants"]["masked"]
-    assert masked["call"] == "translate"
+    assert [t["name"] for t in manifest["signatures"]["default"]["inputs"]] == INPUTS["plain"]
+    assert [t["name"] for t in manifest["signatures"]["default"]["outputs"]] == OUTPUTS["plain"]
+    masked = manifest["signatures"]["masked"]
+    assert masked["method"] == "masked"
     assert [t["name"] for t in masked["inputs"]] == INPUTS["masked"]
     assert [t["name"] for t in masked["outputs"]] == OUTPUTS["masked"]
     assert masked["inputs"][2] == {"name": "mask", "shape": [-1, 1, -1, -1], "dtype": "float32",
-                                   "range": [0.0, 1.0]}
+                                   "range": [0.0, 1.0], "kind": "mask", "over": None,
+                                   "nonempty": False}
     assert "parity_failures" not in manifest
-    for variant, artifacts in (("plain", manifest["artifacts"]), ("masked", masked["artifacts"])):
+    for variant, artifacts in (("plain", manifest["signatures"]["default"]["artifacts"]),
+                               ("masked", masked["artifacts"])):
         assert set(artifacts) == {"onnx", "onnx_fp16", "triton"}
         fp32, fp16 = artifacts["onnx"], artifacts["onnx_fp16"]
         assert fp32["file"] == FILES[variant, "fp32"] and fp16["file"] == FILES[variant, "fp16"]
@@ -185,8 +187,8 @@ def test_masked_graph_honours_the_mask(exported):
 def test_triton_configs_declare_every_input(exported):
     out, _ = exported
     manifest = read_manifest(out)
-    assert manifest["artifacts"]["triton"]["models"] == ["lomit"]
-    assert manifest["variants"]["masked"]["artifacts"]["triton"] == {
+    assert manifest["signatures"]["default"]["artifacts"]["triton"]["models"] == ["lomit"]
+    assert manifest["signatures"]["masked"]["artifacts"]["triton"] == {
         "repository": "triton", "models": ["lomit_masked"], "onnx": "model.masked.fp16.onnx",
         "max_batch_size": 4}
     for folder, variant in (("lomit", "plain"), ("lomit_masked", "masked")):
@@ -204,7 +206,7 @@ def test_triton_configs_declare_every_input(exported):
 
 def test_parity_inputs_pair_real_scenes_with_other_exemplars():
     spec = get_entry("lomit").spec(make_config("lomit", TINY))
-    variant = masked_spec(build_model("lomit", make_config("lomit", TINY)), spec)
+    variant = signatures(build_model("lomit", make_config("lomit", TINY)))["masked"]
     batches = parity.parity_inputs(variant, DATA, (SIZE, SIZE), batch=2)
     plain = parity.parity_inputs(spec, DATA, (SIZE, SIZE), batch=2)
     assert len(batches) == len(plain) == 3
@@ -239,16 +241,15 @@ def test_runner_names_missing_inputs_and_mismatched_shapes(exported):
         run({"image": x, "exemplar": x, "mask": torch.zeros(2, 1, 8, 8)})
 
 
-def test_masked_inputs_must_not_repeat_an_input():
-    class Repeats(nn.Module):
-        masked_inputs = (TensorSpec("exemplar", (-1, 3, -1, -1)),)
-
+def test_a_signature_must_not_repeat_a_name():
+    # The masked signature's outputs leave out the mask it takes: ONNX and Triton names are
+    # unique, so a signature naming one twice is refused where it is declared.
     spec = get_entry("lomit").spec(make_config("lomit", TINY))
-    with pytest.raises(ValueError, match=r"Repeats.masked_inputs repeats the input\(s\) "
-                                         r"\['exemplar'\]"):
-        masked_spec(Repeats(), spec)
-    assert masked_spec(build_model("additive", make_config("additive", {"ngf": 4})),
-                       get_entry("additive").spec(make_config("additive", {}))) is None
+    with pytest.raises(ValueError, match=r"names \['exemplar'\] more than once"):
+        ModelSpec((*spec.inputs, TensorSpec("exemplar", (-1, 3, -1, -1))), spec.outputs,
+                  spec.size_multiple, method="masked")
+    assert list(signatures(build_model("additive", make_config("additive", {"ngf": 4})))) == [
+        "default", "strength"]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -20,7 +20,7 @@ import torch
 from onnx import numpy_helper
 
 from i2i.export import parity, read_manifest
-from i2i.export.aoti import load_aoti
+from i2i.engines.aoti import load_aoti
 from i2i.export.cli import main
 from i2i.export.to_onnx import onnx_runner
 from i2i.masks import parse_mask_spec
@@ -115,12 +115,14 @@ def test_manifest_records_image_and_mask_and_every_artifact_passes(exported):
     out, *_ = exported
     manifest = read_manifest(out)
     assert manifest["model"] == "maskcyclegan" and manifest["checkpoint"]["step"] == 9
-    assert manifest["inputs"] == [
-        {"name": "image", "shape": [-1, 3, -1, -1], "dtype": "float32", "range": [-1.0, 1.0]},
-        {"name": "mask", "shape": [-1, 1, -1, -1], "dtype": "float32", "range": [0.0, 1.0]}]
-    assert [t["name"] for t in manifest["outputs"]] == OUTPUTS
-    assert "variants" not in manifest and "parity_failures" not in manifest
-    artifacts = manifest["artifacts"]
+    assert manifest["signatures"]["default"]["inputs"] == [
+        {"name": "image", "shape": [-1, 3, -1, -1], "dtype": "float32", "range": [-1.0, 1.0],
+         "kind": "image", "over": None, "nonempty": False},
+        {"name": "mask", "shape": [-1, 1, -1, -1], "dtype": "float32", "range": [0.0, 1.0],
+         "kind": "mask", "over": None, "nonempty": True}]
+    assert [t["name"] for t in manifest["signatures"]["default"]["outputs"]] == OUTPUTS
+    assert list(manifest["signatures"]) == ["default"] and "parity_failures" not in manifest
+    artifacts = manifest["signatures"]["default"]["artifacts"]
     assert set(artifacts) == {"onnx", "onnx_fp16", "aoti", "triton"}
     for key in ("onnx", "onnx_fp16", "aoti"):
         assert artifacts[key]["passed"], key

@@ -18,9 +18,9 @@ import tritonclient.http as httpclient
 from PIL import Image
 
 from i2i.models import load
-from i2i.runtime import engines
+from i2i import engines
 from i2i.runtime.cli import main
-from i2i.runtime.engines import check_batch, open_engine
+from i2i.engines import check_batch, open_engine
 from i2i.runtime.inprocess import serving
 from i2i.runtime.server import ServerConfig
 
@@ -263,7 +263,7 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_stays_healthy(server, case,
 
 def test_onnxruntime_serves_pairs_and_masks_from_the_export(onnx_server, export, module):
     manifest = json.loads((export / "manifest.json").read_text())
-    assert manifest["variants"]["masked"]["artifacts"]["onnx"]["file"] == "model.masked.onnx"
+    assert manifest["signatures"]["masked"]["artifacts"]["onnx"]["file"] == "model.masked.onnx"
     c = client(onnx_server.url)
     meta = c.get_model_metadata("lomit")
     assert meta["platform"] == "i2i_onnxruntime"

@@ -25,7 +25,7 @@ from tritonclient.utils import InferenceServerException
 from i2i.masks import parse_mask_spec
 from i2i.models import load
 from i2i.runtime.cli import main
-from i2i.runtime.engines import open_engine
+from i2i.engines import open_engine
 from i2i.runtime.inprocess import serving
 from i2i.runtime.server import ServerConfig
 
@@ -292,8 +292,8 @@ def export(checkpoint, tmp_path_factory):
 
 def test_onnxruntime_serves_image_and_mask_from_the_export(export, module):
     manifest = json.loads((export / "manifest.json").read_text())
-    assert [t["name"] for t in manifest["inputs"]] == ["image", "mask"]
-    assert manifest["artifacts"]["onnx"]["passed"] is True
+    assert [t["name"] for t in manifest["signatures"]["default"]["inputs"]] == ["image", "mask"]
+    assert manifest["signatures"]["default"]["artifacts"]["onnx"]["passed"] is True
     engine = open_engine("onnxruntime", export_dir=export, device="cpu")
     with serving(engine, ServerConfig(max_batch=4)) as url:
         c = client(url)

@@ -55,7 +55,7 @@ def load_aoti(path: Path, spec: ModelSpec, device: str = "cpu") -> Runner:
     Raises FileNotFoundError for a missing file and RuntimeError for a file that is not a
     loadable package, or one exported for other inputs and outputs than `spec` names.
     """
-    import torch._inductor            # slow to import: only where a package is opened
+    import torch._inductor  # slow to import: only where a package is opened
 
     path = Path(path)
     if not path.is_file():

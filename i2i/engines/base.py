@@ -69,15 +69,15 @@ class EngineSpec:
         missing = [sorted(set(s.names) - given) for s in self.model_signatures.values()
                    if given is not None and given < set(s.names)]
         if unknown:
-            lead = f"unknown input {unknown[0]!r}: "
+            lead = f"unknown input {unknown[0]!r}; "
         elif missing:
-            lead = f"missing input(s) {min(missing, key=len)}: "
+            lead = f"missing input(s) {min(missing, key=len)}; "
         else:
             lead = ""
-        others = [f"{label}: {list(s.names)}" for label, s in self.signatures.items()
+        others = [f"{label} {list(s.names)}" for label, s in self.signatures.items()
                   if s is not self.default]
-        also = f"match no signature ({'; '.join(others)}) and " if others else ""
-        raise InputError(f"{lead}inputs {shown} {also}do not match the engine's inputs "
+        also = f"signatures besides the default: {'; '.join(others)}; " if others else ""
+        raise InputError(f"{lead}{also}inputs {shown} do not match the engine's inputs "
                          f"{list(self.default.names)}")
 
 

@@ -6,7 +6,7 @@ class that serves it, and described by manifest.json (i2i.manifest).
     out = build("runs/x/checkpoints/step_002000.safetensors", ExportOptions(fp16=True))
 """
 
-from .build import ExportOptions, ParityError, build, find_checkpoint
 from ..manifest import read_manifest
+from .build import ExportOptions, ParityError, build, find_checkpoint
 
 __all__ = ["ExportOptions", "ParityError", "build", "find_checkpoint", "read_manifest"]

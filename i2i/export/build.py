@@ -19,8 +19,15 @@ import torch
 from torch import nn
 
 from ..engines import ENGINES, EngineSpec
-from ..manifest import (FORMAT, FORMAT_VERSION, sha256, stem, tool_versions, triton_name,
-                        write_manifest)
+from ..manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    sha256,
+    stem,
+    tool_versions,
+    triton_name,
+    write_manifest,
+)
 from ..models import get_entry, load, read_document, signatures
 from ..models.checkpoint import CheckpointError
 from ..models.spec import ModelSpec

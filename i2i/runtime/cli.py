@@ -45,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exemplar", type=Path,
                    help="with --input-dir: the exemplar image every input is translated "
                         "towards (models with an exemplar input: lomit)")
+    p.add_argument("--input", action="append", metavar="NAME=PATH",
+                   help="with --input-dir: a picture for the model's image input NAME besides "
+                        "the translated one, used for every input (repeatable)")
     p.add_argument("--mask", metavar="SPEC_OR_FILE",
                    help="with --input-dir: a mask scheme drawn on each input, seeded by its "
                         "file name (center:0.5, rects, rects:min_area=0.2, attention:map.png), "
@@ -54,8 +57,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _pictures(args) -> dict[str, Path]:
+    """--input NAME=PATH (and --exemplar PATH, short for --input exemplar=PATH)."""
+    pictures = {}
+    for item in args.input or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--input {item!r} must be NAME=PATH, e.g. exemplar=ref.png")
+        pictures[name] = Path(path)
+    if args.exemplar:
+        pictures["exemplar"] = args.exemplar
+    return pictures
+
+
 def open_from_args(args):
-    from .engines import open_engine
+    from ..engines import open_engine
     if not args.export and not args.checkpoint:
         raise ValueError("give --export DIR or --checkpoint PATH")
     engine = args.engine or ("onnxruntime" if args.export else "eager")
@@ -71,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if bool(args.input_dir) != bool(args.output_dir):
             raise ValueError("--input-dir and --output-dir go together")
-        if args.exemplar and not args.input_dir:
-            raise ValueError("--exemplar goes with --input-dir; a served model takes its "
-                             "exemplar with each request")
+        if (args.exemplar or args.input) and not args.input_dir:
+            flag = "--exemplar" if args.exemplar else "--input"
+            raise ValueError(f"{flag} goes with --input-dir; a served model takes its pictures "
+                             "with each request")
         if args.mask and not args.input_dir:
             raise ValueError("--mask goes with --input-dir; a served model takes its mask with "
                              "each request (a mask file, or ?mask=SCHEME on /v1/translate)")
@@ -88,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                                       max_batch=min(args.max_batch, 16),
                                       max_delay_ms=args.max_delay_ms,
                                       max_pixels=args.max_pixels, progress=args.progress,
-                                      exemplar=args.exemplar, mask=args.mask)
+                                      pictures=_pictures(args), mask=args.mask)
         except (FileNotFoundError, ValueError) as err:
             print(f"i2i-serve: error: {err}", file=sys.stderr)
             return 2

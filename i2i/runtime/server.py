@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 import time
-import dataclasses
 from dataclasses import dataclass
 
 import torch
