@@ -24,8 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from i2i import sysinfo  # noqa: E402
+from i2i.data.scenes import ATTRIBUTES, AttributeShapes  # noqa: E402
 from i2i.models import load, read_document  # noqa: E402
-from i2i.synthetic_attributes import ATTRIBUTES, AttributeShapes  # noqa: E402
 from i2i.train.figures import image_rgb, unit_mask_rgb  # noqa: E402
 from i2i.train.loop import TrainOptions, logged_seconds, newest_state, train  # noqa: E402
 from i2i.train.measure_lomit import measure_exemplars  # noqa: E402

@@ -12,11 +12,12 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
+from i2i.data import DataError, open_data
+from i2i.data.labelled import AttributeData
+from i2i.data.scenes import AttributeShapes
 from i2i.models import build, load, make_config, read_document
 from i2i.models.discriminators import ClassifyingCritic
-from i2i.synthetic_attributes import AttributeShapes
 from i2i.train.cli import main
-from i2i.train.data import AttributeData, DataError, open_data
 from i2i.train.lomit_recipe import (
     GENERATOR_LOSSES,
     Halves,

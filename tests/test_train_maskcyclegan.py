@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from i2i.masks import parse_mask_spec
+from i2i.data import open_data
+from i2i.data.masks import parse_mask_spec
 from i2i.models import load, make_config, read_document
 from i2i.train.cli import main
-from i2i.train.data import open_data
 from i2i.train.loop import TrainOptions, train
 from i2i.train.maskcyclegan_recipe import MaskCycleGANRecipe, masked_l1
 from i2i.train.recipes import RecipeOptions

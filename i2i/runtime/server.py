@@ -13,7 +13,7 @@ multipart files `image` and `exemplar`; where the engine allows, also a `mask` (
 
 A model with a mask input (maskcyclegan: required, 1 = translate, 0 = keep; lomit: optional)
 takes on /v1/translate either a grey file `mask` of the image's size (pixel / 255: grey levels
-give a soft mask) or a scheme of i2i.masks in the query (?mask=center:0.5, ?mask=rects:...),
+give a soft mask) or a scheme of i2i.data.masks in the query (?mask=center:0.5, ?mask=rects:...),
 drawn on the image with the seed `seed` (default 0), so the same query gives the same mask.
 ?output=mask returns the mask that was used.
 
@@ -38,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..masks import MaskSampler, parse_mask_spec
+from ..data.masks import MaskSampler, parse_mask_spec
 from ..models.spec import TensorSpec
 from . import images
 from .batcher import Batcher, BatcherError

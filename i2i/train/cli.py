@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..data import DataError
 from ..models import CheckpointError, UnknownModelError, get_entry
-from .data import DataError
 from .loop import TrainOptions, train
 
 EXAMPLE = ("example: i2i-train --model additive --data synthetic:circle2square --size 64 "

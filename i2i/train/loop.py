@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..data import open_data
 from ..models import read_document, save_checkpoint
 from ..models.checkpoint import CheckpointError
-from .data import open_data
 from .figures import loss_curve, read_log
 from .recipes import Recipe, RecipeOptions, make_recipe, needs_labels, needs_pairs
 from .state import load_state, read_state_document, save_state

@@ -1,6 +1,6 @@
 """Mask CycleGAN's training objective (seed 004), with masks drawn from a named scheme.
 
-Each step draws one mask per image (i2i.masks, the recipe's own seeded stream) and trains the
+Each step draws one mask per image (i2i.data.masks, the recipe's own seeded stream) and trains the
 generators A -> B and B -> A with
     GAN      0.7 x masked + 0.3 x full, each LSGAN, against two discriminators per domain: one
              sees whole images, the other images multiplied by the mask (real images under the
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..masks import parse_mask_spec
+from ..data.masks import parse_mask_spec
 from ..models.maskcyclegan import MaskCycleGANConfig, MaskCycleGANTranslator
 from .figures import grid, image_rgb, scaled, unit_mask_rgb
 from .losses import ImagePool, SeededStream, lsgan

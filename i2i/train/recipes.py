@@ -47,7 +47,7 @@ class RecipeOptions:
     betas: tuple[float, float] = (0.5, 0.999)
     seed: int = 0
     n_labels: int = 1               # exemplar models: label columns the classifier predicts
-    masks: str | None = None        # maskcyclegan: the mask scheme (i2i.masks); None -> rects
+    masks: str | None = None        # maskcyclegan: the mask scheme (i2i.data.masks); None -> rects
     extra: dict = field(default_factory=dict)
 
 
