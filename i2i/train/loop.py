@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..atomic import atomic_path, write_text
 from ..data import open_data
 from ..models import read_document, save_checkpoint
 from ..models.checkpoint import CheckpointError
@@ -139,7 +140,7 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
     if state_path is not None:
         start_step = load_state(state_path, recipe, device)
     run.mkdir(parents=True, exist_ok=True)
-    (run / "options.json").write_text(json.dumps(asdict(options), indent=2) + "\n")
+    write_text(run / "options.json", json.dumps(asdict(options), indent=2) + "\n")
     log_path = run / "log.jsonl"
     _truncate_log(log_path, start_step)
     fixed = {k: v[:8].to(device) for k, v in data.batch(0, 8, options.seed + 12345).items()}
@@ -205,9 +206,8 @@ def _write_samples(run: Path, recipe: Recipe, fixed: dict[str, torch.Tensor], st
     scale = max(1, 128 // fixed["A"].shape[-1])
     picture = recipe.sample_grid(fixed, paired, scale)
     translator.train(was_training)
-    folder = run / "samples"
-    folder.mkdir(exist_ok=True)
-    picture.save(folder / f"step_{step:06d}.png")
+    with atomic_path(run / "samples" / f"step_{step:06d}.png") as tmp:
+        picture.save(tmp, format="PNG")
 
 
 def _resumed_options(state_path: Path, given: TrainOptions) -> TrainOptions:
