@@ -208,7 +208,7 @@ class BinaryAttention:
 
     @classmethod
     def from_file(cls, path: str | Path, threshold: float = 0.5) -> BinaryAttention:
-        """The map of an image file, as grayscale / 255."""
+        """The map of an image file: its grey values in [0, 1] (i2i.pixels.mask_tensor)."""
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"attention: map file {str(path)!r} does not exist")
