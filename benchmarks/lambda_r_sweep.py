@@ -22,10 +22,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from i2i import sysinfo  # noqa: E402
 from i2i.demo import DEMO  # noqa: E402
+from i2i.eval.shapes import CHANGED, measure  # noqa: E402
 from i2i.models import load  # noqa: E402
 from i2i.train.figures import image_rgb, mask_rgb  # noqa: E402
 from i2i.train.loop import TrainOptions, newest_state, train  # noqa: E402
-from i2i.train.measure import CHANGED, measure  # noqa: E402
 
 LAMBDAS = (0.01, 1.0, 10.0, 100.0)
 SHOWN = (0, 1, 2)          # held-out images drawn in the figure

@@ -1,7 +1,7 @@
 """LOMIT on the two-attribute scenes: locality, mask IoU and exemplar transfer, measured.
 
 Trains (or resumes) LOMIT on synthetic:attributes:<attribute>, measures held-out test pairs whose
-exemplar has the other value of the attribute (i2i.train.measure_lomit), and writes under --out:
+exemplar has the other value of the attribute (i2i.eval.exemplars), and writes under --out:
     lomit.md    the table, the training settings and the machine
     lomit.json  the same figures
     lomit.png   the paper's columns (input, input mask, exemplar, exemplar mask, output) for
@@ -24,11 +24,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from i2i import sysinfo  # noqa: E402
+from i2i.data.scenes import ATTRIBUTES, AttributeShapes  # noqa: E402
+from i2i.eval.exemplars import measure_exemplars  # noqa: E402
 from i2i.models import load, read_document  # noqa: E402
-from i2i.synthetic_attributes import ATTRIBUTES, AttributeShapes  # noqa: E402
 from i2i.train.figures import image_rgb, unit_mask_rgb  # noqa: E402
 from i2i.train.loop import TrainOptions, logged_seconds, newest_state, train  # noqa: E402
-from i2i.train.measure_lomit import measure_exemplars  # noqa: E402
 
 SETTINGS = dict(model="lomit", ngf=16, ndf=16, size=32, seed=0, sample_every=1000,
                 checkpoint_every=1000, log_every=20)

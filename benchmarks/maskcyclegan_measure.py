@@ -23,12 +23,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from i2i import sysinfo  # noqa: E402
-from i2i.masks import parse_mask_spec  # noqa: E402
+from i2i.data.masks import parse_mask_spec  # noqa: E402
+from i2i.data.shapes import SyntheticShapes  # noqa: E402
+from i2i.eval.masked import diversity, masked_change, translate_with  # noqa: E402
 from i2i.models import load, read_document  # noqa: E402
-from i2i.synthetic import SyntheticShapes  # noqa: E402
 from i2i.train.figures import image_rgb, unit_mask_rgb  # noqa: E402
 from i2i.train.loop import TrainOptions, logged_seconds, newest_state, train  # noqa: E402
-from i2i.train.measure_maskcyclegan import diversity, masked_change, translate_with  # noqa: E402
 
 SETTINGS = dict(model="maskcyclegan", data="synthetic:circle2square", ngf=16, n_blocks=3,
                 ndf=16, size=32, batch_size=8, seed=0, sample_every=500, checkpoint_every=500,

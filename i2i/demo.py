@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from . import sysinfo
+from .eval.shapes import measure
 from .export import ExportOptions, build, read_manifest
 from .manifest import sha256
 from .models import load
 from .train.figures import translation_grid
 from .train.loop import TrainOptions, newest_state, train
-from .train.measure import measure
 
 # Small enough to learn circle -> square in a few minutes on 2 CPU cores.
 DEMO = dict(model="additive", data="synthetic:circle2square", size=32, batch_size=16,
@@ -68,7 +68,8 @@ def _exported(export_dir: Path, checkpoint: Path) -> bool:
     except (FileNotFoundError, ValueError):
         return False
     return (manifest["checkpoint"]["sha256"] == sha256(checkpoint)
-            and {"onnx", "onnx_fp16", "aoti", "triton"} <= set(manifest["signatures"]["default"]["artifacts"])
+            and {"onnx", "onnx_fp16", "aoti", "triton"}
+            <= set(manifest["signatures"]["default"]["artifacts"])
             and not manifest.get("parity_failures"))
 
 

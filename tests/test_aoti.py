@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import i2i.models
-from i2i.export import ExportOptions, build, read_manifest
 from i2i.engines.aoti import load_aoti
+from i2i.export import ExportOptions, build, read_manifest
 from i2i.export.aoti import export_aoti
 
 from .test_export_lomit import lomit_checkpoint

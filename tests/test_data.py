@@ -1,4 +1,4 @@
-"""Tests for i2i.synthetic and i2i.train.data: determinism, geometry, folders, errors."""
+"""Tests for i2i.data: determinism, geometry, folders, errors."""
 
 from __future__ import annotations
 
@@ -10,21 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from i2i.synthetic import SyntheticShapes
-from i2i.train.data import (
-    AlignedFolder,
-    DataError,
-    ImageFolder,
-    SyntheticData,
-    UnalignedFolders,
-    batch_indices,
-    load_image,
-    load_size,
-    open_data,
-    preprocess,
-    to_image,
-    to_tensor,
-)
+from i2i.data import DataError, open_data
+from i2i.data.batch import batch_indices
+from i2i.data.folders import AlignedFolder, ImageFolder, UnalignedFolders
+from i2i.data.images import load_image, load_size, preprocess
+from i2i.data.shapes import SyntheticShapes
+from i2i.data.synthetic import SyntheticData
+from i2i.pixels import image_tensor as to_tensor
+from i2i.pixels import to_image
 
 # Solid colours far apart, so a processed image can be identified by its mean colour.
 PALETTE = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255),

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from i2i.engines import ENGINES, check_batch, engine_availability, open_engine
 from i2i.export import ExportOptions, build
 from i2i.export.parity import FP16_MIN_PSNR, FP32_MAX_ABS
 from i2i.models import build as build_model
 from i2i.models import make_config, save_checkpoint
-from i2i.engines import ENGINES, check_batch, engine_availability, open_engine
 
 SIZE = (16, 16)
 # (engine, precision) pairs the parity test runs; it must name every engine in ENGINES.

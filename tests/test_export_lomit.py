@@ -17,14 +17,13 @@ import pytest
 import torch
 from torch import nn
 
+from i2i.data.scenes import AttributeShapes
 from i2i.export import parity, read_manifest
 from i2i.export.cli import main
 from i2i.export.to_onnx import onnx_runner
 from i2i.models import build as build_model
 from i2i.models import get_entry, load, make_config, save_checkpoint, signatures
-from i2i.models.spec import ModelSpec
-from i2i.models.spec import TensorSpec
-from i2i.synthetic_attributes import AttributeShapes
+from i2i.models.spec import ModelSpec, TensorSpec
 
 from .test_triton_repo import config_signature, onnx_signature, parse_config
 

@@ -19,14 +19,14 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from i2i.export import parity, read_manifest
+from i2i.data.masks import parse_mask_spec
+from i2i.data.shapes import SyntheticShapes
 from i2i.engines.aoti import load_aoti
+from i2i.export import parity, read_manifest
 from i2i.export.cli import main
 from i2i.export.to_onnx import onnx_runner
-from i2i.masks import parse_mask_spec
 from i2i.models import build as build_model
 from i2i.models import get_entry, load, make_config, save_checkpoint
-from i2i.synthetic import SyntheticShapes
 
 from .test_triton_repo import config_signature, onnx_signature, parse_config
 

@@ -1,5 +1,5 @@
-"""Tests for i2i.masks: the centered-square, multi-rectangle and binary-attention samplers, their
-text specs and errors, and attention maps from additive and LOMIT models."""
+"""Tests for i2i.data.masks: the centered-square, multi-rectangle and binary-attention samplers,
+their text specs and errors, and attention maps from additive and LOMIT models."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from i2i.masks import (
+from i2i.data.masks import (
     BinaryAttention,
     CenterSquare,
     RandomRects,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from i2i.synthetic import SyntheticShapes
-from i2i.train.measure import held_out, measure, shape_metrics
+from i2i.data.shapes import SyntheticShapes
+from i2i.eval.shapes import held_out, measure, shape_metrics
 
 
 class Oracle(nn.Module):

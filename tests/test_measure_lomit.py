@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from i2i.synthetic_attributes import AttributeShapes
-from i2i.train.measure_lomit import (
+from i2i.data.scenes import AttributeShapes
+from i2i.eval.exemplars import (
     exemplar_pairs,
     measure_exemplars,
     read_attribute,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from i2i.train.measure_maskcyclegan import diversity, masked_change, translate_with
+from i2i.eval.masked import diversity, masked_change, translate_with
 
 
 class Invert(nn.Module):

@@ -17,10 +17,10 @@ import torch
 import tritonclient.http as httpclient
 from PIL import Image
 
-from i2i.models import load
 from i2i import engines
-from i2i.runtime.cli import main
 from i2i.engines import check_batch, open_engine
+from i2i.models import load
+from i2i.runtime.cli import main
 from i2i.runtime.inprocess import serving
 from i2i.runtime.server import ServerConfig
 

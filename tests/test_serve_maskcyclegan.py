@@ -22,10 +22,10 @@ import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from i2i.masks import parse_mask_spec
+from i2i.data.masks import parse_mask_spec
+from i2i.engines import open_engine
 from i2i.models import load
 from i2i.runtime.cli import main
-from i2i.engines import open_engine
 from i2i.runtime.inprocess import serving
 from i2i.runtime.server import ServerConfig
 

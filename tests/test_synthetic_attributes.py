@@ -1,4 +1,4 @@
-"""Tests for i2i.synthetic_attributes: determinism, region-locality of each attribute, errors."""
+"""Tests for i2i.data.scenes: determinism, region-locality of each attribute, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from i2i.synthetic_attributes import ATTRIBUTES, AttributeShapes
+from i2i.data.scenes import ATTRIBUTES, AttributeShapes
 
 
 def _dilate(mask: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from i2i.data.shapes import SyntheticShapes
 from i2i.models import load, read_document
-from i2i.synthetic import SyntheticShapes
 from i2i.train.cli import main
 from i2i.train.loop import TrainOptions, learning_rate, train
 from i2i.train.losses import ImagePool

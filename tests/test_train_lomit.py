@@ -12,12 +12,13 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
+from i2i.data import DataError, open_data
+from i2i.data.labelled import AttributeData
+from i2i.data.scenes import AttributeShapes
 from i2i.models import build, load, make_config, read_document
 from i2i.models.discriminators import ClassifyingCritic
-from i2i.synthetic_attributes import AttributeShapes
 from i2i.train.cli import main
-from i2i.train.data import AttributeData, DataError, open_data
-from i2i.train.lomit_recipe import (
+from i2i.train.lomit import (
     GENERATOR_LOSSES,
     Halves,
     LomitRecipe,
@@ -26,7 +27,7 @@ from i2i.train.lomit_recipe import (
     gradient_penalty,
 )
 from i2i.train.loop import TrainOptions, train
-from i2i.train.recipes import RecipeOptions
+from i2i.train.recipe import RecipeOptions
 
 TINY_MODEL = {"ngf": 4, "style_dim": 4, "n_res": 1, "mlp_dim": 8, "mask_layers": 2}
 TINY_RUN = dict(model="lomit", data="synthetic:attributes:object_color", size=16, batch_size=2,

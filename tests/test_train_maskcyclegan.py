@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from i2i.masks import parse_mask_spec
+from i2i.data import open_data
+from i2i.data.masks import parse_mask_spec
 from i2i.models import load, make_config, read_document
 from i2i.train.cli import main
-from i2i.train.data import open_data
 from i2i.train.loop import TrainOptions, train
-from i2i.train.maskcyclegan_recipe import MaskCycleGANRecipe, masked_l1
-from i2i.train.recipes import RecipeOptions
+from i2i.train.maskcyclegan import MaskCycleGANRecipe, masked_l1
+from i2i.train.recipe import RecipeOptions
 
 TINY_RUN = dict(model="maskcyclegan", size=16, batch_size=2, ngf=4, n_blocks=1, ndf=4,
                 disc_layers=2, progress=False, log_every=1)

@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from ..masks import parse_mask_spec
+from ..data import domain_samples
+from ..data.masks import parse_mask_spec
 from ..models.spec import ModelSpec
-from ..synthetic import TASKS, SyntheticShapes
-from ..synthetic_attributes import AttributeShapes
 from .wrap import example_inputs
 
 FP32_MAX_ABS = 1e-4
@@ -65,33 +61,6 @@ def domain_inputs(spec: ModelSpec, data: dict, size: tuple[int, int], batch: int
     return out
 
 
-def domain_samples(data: dict, size: tuple[int, int], count: int
-                   ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(images (M, 3, H, W), regions (M, 1, H, W) in {0, 1} or None) of the training source
-    domain, M <= count; (None, None) when the data is unknown."""
-    square = size[0] == size[1]
-    if data.get("kind") == "synthetic" and data.get("task") in TASKS and square:
-        shapes = SyntheticShapes(data["task"], size[0], split="test", seed=data.get("seed", 0))
-        return torch.stack([shapes.sample("A", i)[0] for i in range(count)]), None
-    if data.get("kind") == "synthetic_attributes" and square:
-        scenes = AttributeShapes(size[0], split="test", seed=data.get("seed", 0), length=count,
-                                 noise=data.get("noise", 0.03))
-        samples = [scenes.sample(i) for i in range(count)]
-        regions = [meta.region(size[0]).float()[None] for _, meta in samples]   # (1, H, W)
-        return torch.stack([image for image, _ in samples]), torch.stack(regions)
-    root = Path(str(data.get("root", "")))
-    for folder in (root / "testA", root / "trainA"):
-        if data.get("root") and folder.is_dir():
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in
-                           (".png", ".jpg", ".jpeg", ".bmp", ".webp"))[:count]
-            if files:
-                return torch.stack([_load(p, size) for p in files]), None
-    return None, None
-
-
-def _load(path: Path, size: tuple[int, int]) -> torch.Tensor:
-    img = Image.open(path).convert("RGB").resize((size[1], size[0]), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
 
 
 def parity_inputs(spec: ModelSpec, data: dict, size: tuple[int, int], batch: int,

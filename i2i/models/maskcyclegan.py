@@ -16,7 +16,7 @@ E_m(0) = E_m's bias, whatever x is, so y = E_c(cat[x, 1]) + G(bias image): a per
 map of x plus one fixed image set by the weights alone (in exact arithmetic G's first instance
 norm would erase the constant and leave tanh(G.head.bias); in float32 its rounding residue is
 amplified by the later norms, so that image is not constant). The paper's masks are binary;
-soft masks in [0, 1] are accepted too. Sampling masks for training: i2i.masks.
+soft masks in [0, 1] are accepted too. Sampling masks for training: i2i.data.masks.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ complete; a re-run skips every input whose outputs already exist. A model with a
 input (lomit) translates every input towards the one exemplar image given.
 
 A model with a mask input (maskcyclegan: required; lomit: optional) takes --mask: a scheme of
-i2i.masks (center:0.5, rects:..., attention:map.png), drawn on each input with a seed made from
+i2i.data.masks (center:0.5, rects:..., attention:map.png), drawn on each input with a seed made from
 its file name, so a re-run draws the same masks; or one grey mask image (pixel / 255) stretched
 to the model's size like every input. With --masks, a model without a mask output writes the
 mask it was given.
@@ -27,8 +27,8 @@ import torch
 from tqdm import tqdm
 
 from ..atomic import write_bytes
+from ..data.masks import MaskSampler, parse_mask_spec
 from ..engines import EngineSpec, check_batch
-from ..masks import MaskSampler, parse_mask_spec
 from ..models.spec import InputError, TensorSpec
 from . import images
 from .batcher import Batcher, BatcherError

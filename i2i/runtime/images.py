@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .. import pixels
-from ..masks import MaskSampler
+from ..data.masks import MaskSampler
 from ..models.spec import TensorSpec
 from .protocol import ProtocolError
 
@@ -68,7 +68,7 @@ def to_mask(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
 def drawn_mask(sampler: MaskSampler, picture: tuple[int, int], size: tuple[int, int],
                seed: int, label: str = "mask") -> torch.Tensor:
     """(1, 1, H, W) {0, 1} mask at the model's size (H, W) = size, drawn by a mask scheme
-    (i2i.masks) on the picture's own pixels, `picture` = (width, height), so `center` is the
+    (i2i.data.masks) on the picture's own pixels, `picture` = (width, height), so `center` is the
     picture's centered square, then scaled with nearest neighbours so it stays binary.
     ProtocolError, starting with `label`, where the scheme cannot mask this picture (center on
     a non-square one)."""

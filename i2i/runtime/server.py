@@ -13,7 +13,7 @@ A request's input names pick the model's signature (i2i.models.spec): a model wi
 inputs (lomit) takes `image` and `exemplar` of one shape, or the multipart files of those names,
 and with a `mask` too its `masked` signature. The runtime reads tensor kinds, never names: every
 image input is a picture file, every mask input (1 = translate, 0 = keep) either a grey file of
-the image's size (pixel / 255: grey levels give a soft mask) or a scheme of i2i.masks in the
+the image's size (pixel / 255: grey levels give a soft mask) or a scheme of i2i.data.masks in the
 query (?mask=center:0.5, ?mask=rects:...), drawn on the image with the seed `seed` (default 0),
 so the same query gives the same mask; every knob input (the additive `strength`) a number in
 the query. ?output=NAME returns an output, or a mask input as it was used.
@@ -40,8 +40,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
+from ..data.masks import MaskSampler, parse_mask_spec
 from ..engines import EngineSpec, check_batch
-from ..masks import MaskSampler, parse_mask_spec
 from ..models.spec import InputError, TensorSpec
 from . import images
 from .batcher import Batcher, BatcherError

@@ -1,1 +1,1 @@
-"""Training core: data, losses, the loop and i2i-train."""
+"""Training: the recipe registry (one file per objective), losses, the loop and i2i-train."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..data import DataError
 from ..models import CheckpointError, UnknownModelError, get_entry
-from .data import DataError
 from .loop import TrainOptions, train
+from .registry import check_options, trained_models
 
 EXAMPLE = ("example: i2i-train --model additive --data synthetic:circle2square --size 64 "
            "--steps 2000 --batch-size 16 --lambda-r 1.0 --seed 0 --out runs/circles")
@@ -17,8 +18,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="i2i-train", epilog=EXAMPLE,
                                 description="Train an i2i translator and write checkpoints.")
     d = TrainOptions(out="")
-    p.add_argument("--model", default=d.model,
-                   help="additive, cyclegan, pix2pix, lomit or maskcyclegan")
+    p.add_argument("--model", default=d.model, help=", ".join(trained_models()))
     p.add_argument("--data", default=d.data,
                    help="synthetic:circle2square | synthetic:square2circle | a folder in the "
                         "CycleGAN layout (trainA/trainB), or root/train with A|B pairs for "
@@ -89,11 +89,11 @@ def _check(o: TrainOptions) -> None:
         if getattr(o, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, "
                              f"got {getattr(o, name)}")
-    if o.masks is not None and o.model != "maskcyclegan":
-        raise ValueError(f"--masks applies to maskcyclegan only, not {o.model!r}")
+    entry = o.recipe()
+    check_options(entry, o)
     if o.n_blocks < 0:
         raise ValueError(f"--n-blocks must be >= 0, got {o.n_blocks}")
-    multiple = 2 ** o.recipe_options().depth if o.model == "pix2pix" else 4
+    multiple = entry.size_multiple(o.recipe_options())
     if o.size % multiple:
         raise ValueError(f"--size {o.size} must be a multiple of {multiple} for {o.model}")
 

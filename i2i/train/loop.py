@@ -19,31 +19,27 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..atomic import atomic_path, write_text
+from ..data import open_data
 from ..models import read_document, save_checkpoint
 from ..models.checkpoint import CheckpointError
-from .data import open_data
 from .figures import loss_curve, read_log
-from .recipes import Recipe, RecipeOptions, make_recipe, needs_labels, needs_pairs
+from .recipe import Recipe, RecipeOptions
+from .registry import DEFAULT_MODEL, RecipeEntry, recipe_entry
 from .state import load_state, read_state_document, save_state
-
-DEFAULT_LAMBDA_R = {False: 1.0, True: 0.01}    # unsupervised, supervised additive
-# Options left at None take the model's value here, else the common one. LOMIT's are the
-# paper's (Adam 1e-4, batch 8, 4 residual blocks in the content encoder and the decoder).
-COMMON_DEFAULTS = {"batch_size": 16, "lr": 2e-4, "n_blocks": 9}
-MODEL_DEFAULTS = {"lomit": {"batch_size": 8, "lr": 1e-4, "n_blocks": 4}}
 
 
 @dataclass
 class TrainOptions:
     out: str
-    model: str = "additive"
+    model: str = DEFAULT_MODEL
     data: str = "synthetic:circle2square"
-    supervised: bool = False
+    supervised: bool = False          # the model's supervised recipe (registry entry)
     size: int = 64
     steps: int = 2000
-    batch_size: int | None = None     # None -> the model's default (COMMON/MODEL_DEFAULTS)
+    batch_size: int | None = None     # None -> the recipe's default (RECIPES[...].defaults)
     seed: int = 0
-    lambda_r: float | None = None     # additive only; None -> 1.0 (0.01 supervised)
+    lambda_r: float | None = None     # recipes that take it; None -> their default
     ngf: int = 64
     n_blocks: int | None = None
     depth: int | None = None          # pix2pix; None -> deepest the size allows, at most 8
@@ -59,21 +55,25 @@ class TrainOptions:
     amp: bool = False                 # bf16 autocast on CUDA
     progress: bool = True
     stop_after: int | None = None     # end this invocation at that step (resume later)
-    masks: str | None = None          # maskcyclegan: mask scheme, e.g. rects, center:0.5
+    masks: str | None = None          # recipes that take it: mask scheme, e.g. rects, center:0.5
+
+    def recipe(self) -> RecipeEntry:
+        """The registry entry these options train (model, and --supervised)."""
+        return recipe_entry(self.model, self.supervised)
 
     def resolved(self) -> TrainOptions:
-        """A copy with every None default replaced by the model's value."""
-        values = {**COMMON_DEFAULTS, **MODEL_DEFAULTS.get(self.model, {})}
+        """A copy with every None default replaced by the recipe's value."""
+        values = self.recipe().defaults
         return replace(self, **{k: v for k, v in values.items() if getattr(self, k) is None})
 
     def recipe_options(self, n_labels: int = 1) -> RecipeOptions:
+        """The options a recipe is built from; unset ones keep RecipeOptions' defaults."""
         depth = self.depth or max(2, min(8, self.size.bit_length() - 1))
-        lambda_r = self.lambda_r if self.lambda_r is not None else \
-            DEFAULT_LAMBDA_R[self.supervised]
-        return RecipeOptions(size=self.size, ngf=self.ngf, n_blocks=self.n_blocks, depth=depth,
-                             ndf=self.ndf, disc=self.disc, disc_layers=self.disc_layers,
-                             lambda_r=lambda_r, lr=self.lr, seed=self.seed, n_labels=n_labels,
-                             masks=self.masks)
+        values = dict(size=self.size, ngf=self.ngf, n_blocks=self.n_blocks, depth=depth,
+                      ndf=self.ndf, disc=self.disc, disc_layers=self.disc_layers,
+                      lambda_r=self.lambda_r, lr=self.lr, seed=self.seed, n_labels=n_labels,
+                      masks=self.masks)
+        return RecipeOptions(**{k: v for k, v in values.items() if v is not None})
 
 
 # Options that may differ between a run and its resumption; everything else must match.
@@ -130,18 +130,17 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
     options = options.resolved()
     torch.manual_seed(options.seed)
     device = pick_device(options.device)
-    paired = needs_pairs(options.model, options.supervised)
-    labelled = needs_labels(options.model)
+    entry = options.recipe()
+    paired = entry.pairs
     data = open_data(options.data, options.size, paired=paired, seed=options.seed,
-                     labelled=labelled)
-    n_labels = len(data.labels) if labelled else 1
-    recipe, config = make_recipe(options.model, options.supervised,
-                                 options.recipe_options(n_labels))
+                     labelled=entry.labels)
+    n_labels = len(data.labels) if entry.labels else 1
+    recipe, config = entry.make(options.recipe_options(n_labels))
     recipe.to(device)
     if state_path is not None:
         start_step = load_state(state_path, recipe, device)
     run.mkdir(parents=True, exist_ok=True)
-    (run / "options.json").write_text(json.dumps(asdict(options), indent=2) + "\n")
+    write_text(run / "options.json", json.dumps(asdict(options), indent=2) + "\n")
     log_path = run / "log.jsonl"
     _truncate_log(log_path, start_step)
     fixed = {k: v[:8].to(device) for k, v in data.batch(0, 8, options.seed + 12345).items()}
@@ -176,7 +175,7 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
             if last % options.sample_every == 0 or last == end:
                 _write_samples(run, recipe, fixed, last, paired)
             if last % options.checkpoint_every == 0 or last == end:
-                _write_checkpoint(run, recipe, config, options, meta, last)
+                _write_checkpoint(run, entry.model, recipe, config, options, meta, last)
     bar.close()
     final = run / "checkpoints" / f"step_{last:06d}.safetensors"
     if log_path.stat().st_size:
@@ -185,10 +184,10 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
     return final
 
 
-def _write_checkpoint(run: Path, recipe: Recipe, config, options: TrainOptions, meta: dict,
-                      step: int) -> Path:
+def _write_checkpoint(run: Path, model: str, recipe: Recipe, config, options: TrainOptions,
+                      meta: dict, step: int) -> Path:
     folder = run / "checkpoints"
-    path = save_checkpoint(folder / f"step_{step:06d}.safetensors", recipe.model_name, config,
+    path = save_checkpoint(folder / f"step_{step:06d}.safetensors", model, config,
                            recipe.translator.state_dict(), step=step, meta=meta)
     state = save_state(folder / f"step_{step:06d}.train.safetensors", recipe, step,
                        asdict(options))
@@ -207,9 +206,8 @@ def _write_samples(run: Path, recipe: Recipe, fixed: dict[str, torch.Tensor], st
     scale = max(1, 128 // fixed["A"].shape[-1])
     picture = recipe.sample_grid(fixed, paired, scale)
     translator.train(was_training)
-    folder = run / "samples"
-    folder.mkdir(exist_ok=True)
-    picture.save(folder / f"step_{step:06d}.png")
+    with atomic_path(run / "samples" / f"step_{step:06d}.png") as tmp:
+        picture.save(tmp, format="PNG")
 
 
 def _resumed_options(state_path: Path, given: TrainOptions) -> TrainOptions:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..models.checkpoint import CheckpointError, read_tensors, save_tensors
-from .recipes import Recipe
+from .recipe import Recipe
 
 FORMAT = "i2i-train-state"
 FORMAT_VERSION = 1
@@ -32,7 +32,7 @@ def save_state(path: str | Path, recipe: Recipe, step: int, options: dict) -> Pa
     for name, pool in recipe.pools.items():
         tensors.update({f"pool/{name}/{k}": v for k, v in pool.state().items()})
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": step,
-                "model": recipe.model_name, "options": options, "param_groups": groups}
+                "model": options["model"], "options": options, "param_groups": groups}
     return save_tensors(path, tensors, document)
 
 

@@ -1,6 +1,6 @@
 """Mask CycleGAN's training objective (seed 004), with masks drawn from a named scheme.
 
-Each step draws one mask per image (i2i.masks, the recipe's own seeded stream) and trains the
+Each step draws one mask per image (i2i.data.masks, the recipe's own seeded stream) and trains the
 generators A -> B and B -> A with
     GAN      0.7 x masked + 0.3 x full, each LSGAN, against two discriminators per domain: one
              sees whole images, the other images multiplied by the mask (real images under the
@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..masks import parse_mask_spec
+from ..data.masks import parse_mask_spec
 from ..models.maskcyclegan import MaskCycleGANConfig, MaskCycleGANTranslator
 from .figures import grid, image_rgb, scaled, unit_mask_rgb
 from .losses import ImagePool, SeededStream, lsgan
-from .recipes import Recipe, RecipeOptions, _adam, _d_step, _discriminator, _set_requires_grad
+from .recipe import Recipe, RecipeOptions, adam, d_step, discriminator, set_requires_grad
 
 DEFAULT_MASKS = "rects"
 GAN_MASKED, GAN_FULL = 0.7, 0.3
@@ -35,20 +35,23 @@ def masked_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.T
     return ((a - b).abs() * weight).mean()
 
 
+def maskcyclegan_config(o: RecipeOptions) -> MaskCycleGANConfig:
+    return MaskCycleGANConfig(ngf=o.ngf, n_blocks=o.n_blocks)
+
+
 class MaskCycleGANRecipe(Recipe):
-    model_name = "maskcyclegan"
 
     def __init__(self, config: MaskCycleGANConfig, o: RecipeOptions, masks: str = DEFAULT_MASKS):
         self.translator = MaskCycleGANTranslator(config)
         self.reverse = MaskCycleGANTranslator(config)
         self.sampler = parse_mask_spec(masks)
         self.masks = masks
-        self.d = {f"D_{kind}_{domain}": _discriminator(o) for domain in "AB"
+        self.d = {f"D_{kind}_{domain}": discriminator(o) for domain in "AB"
                   for kind in ("full", "masked")}
         self.nets = {"G_AB": self.translator, "G_BA": self.reverse, **self.d}
         self.optimizers = {
-            "G": _adam(list(self.translator.parameters()) + list(self.reverse.parameters()), o),
-            "D": _adam([p for d in self.d.values() for p in d.parameters()], o)}
+            "G": adam(list(self.translator.parameters()) + list(self.reverse.parameters()), o),
+            "D": adam([p for d in self.d.values() for p in d.parameters()], o)}
         self.stream = SeededStream(o.seed + 11)
         self.pools = {"masks": self.stream}
         for i, key in enumerate(self.d):
@@ -57,6 +60,11 @@ class MaskCycleGANRecipe(Recipe):
                              "gan_masked": GAN_MASKED, "gan_full": GAN_FULL,
                              "cycle_masked": CYCLE_MASKED, "cycle_context": CYCLE_CONTEXT,
                              "masks": masks}
+
+    @classmethod
+    def build(cls, config: MaskCycleGANConfig, o: RecipeOptions) -> MaskCycleGANRecipe:
+        """Masks from the scheme o.masks (--masks), rects when not given."""
+        return cls(config, o, o.masks or DEFAULT_MASKS)
 
     def draw(self, images: torch.Tensor) -> torch.Tensor:
         n, _, h, w = images.shape
@@ -67,7 +75,7 @@ class MaskCycleGANRecipe(Recipe):
         m_x, m_y = self.draw(x), self.draw(y)                      # (N, 1, H, W) each
         g_ab, g_ba = self.translator, self.reverse
         fake_y, fake_x = g_ab.raw(x, m_x), g_ba.raw(y, m_y)
-        _set_requires_grad(list(self.d.values()), False)
+        set_requires_grad(list(self.d.values()), False)
         gan = (self._gan(fake_y, m_x, "B") + self._gan(fake_x, m_y, "A"))
         rec_x, rec_y = g_ba.raw(fake_y, m_x), g_ab.raw(fake_x, m_y)
         cycle = (CYCLE_MASKED * (masked_l1(rec_x, x, m_x) + masked_l1(rec_y, y, m_y))
@@ -78,14 +86,14 @@ class MaskCycleGANRecipe(Recipe):
         self.optimizers["G"].zero_grad(set_to_none=True)
         g_loss.backward()
         self.optimizers["G"].step()
-        _set_requires_grad(list(self.d.values()), True)
+        set_requires_grad(list(self.d.values()), True)
         pairs = []
         for domain, real, fake, real_mask in (("B", y, fake_y, m_x), ("A", x, fake_x, m_y)):
             full, masked = f"D_full_{domain}", f"D_masked_{domain}"
             pairs.append((self.d[full], real, self.pools[full].query(fake)))
             pairs.append((self.d[masked], real * real_mask,
                           self.pools[masked].query(fake * real_mask)))
-        d_loss = _d_step(self.optimizers["D"], pairs, lsgan)
+        d_loss = d_step(self.optimizers["D"], pairs, lsgan)
         return {"G": g_loss.item(), "gan": gan.item(), "cycle": cycle.item(),
                 "identity": identity.item(), "mask_area": 0.5 * (m_x.mean() + m_y.mean()).item(),
                 "D": d_loss}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from i2i.synthetic import SPLITS, check_settings, offsets, stable_seed
+from .shapes import SPLITS, check_settings, offsets, stable_seed
 
 # Attribute name -> value names; a label is the index of its value name (0 or 1).
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -45,7 +45,7 @@ STRIPE_AMPLITUDE = 0.35  # added to all three channels: a sine of this amplitude
 STRIPE_PERIOD_RANGE = (5.0, 9.0)  # pixels, measured across the (diagonal) stripes
 
 # Purposes mixed into the seed, so the streams never coincide. A fixed tag keeps them apart from
-# the streams of i2i.synthetic.SyntheticShapes under the same user seed.
+# the streams of i2i.data.shapes.SyntheticShapes under the same user seed.
 _TAG = 0x4C4F4D49  # "LOMI"
 _SCENE, _LABELS, _NOISE = 0, 1, 2
 
@@ -65,7 +65,7 @@ class AttributeMeta:
     def coverage(self, size: int) -> np.ndarray:
         """(size, size) float64 in [0, 1]: the disc's one-pixel anti-aliased coverage.
 
-        Same rule as i2i.synthetic: clip(radius - distance + 0.5, 0, 1) from each pixel centre.
+        Same rule as i2i.data.shapes: clip(radius - distance + 0.5, 0, 1) from each pixel centre.
         """
         dx, dy = offsets(size, self.center)  # (1, size), (size, 1)
         dist = np.sqrt(dx * dx + dy * dy)  # (size, size)

@@ -35,7 +35,7 @@ from ..models.discriminators import ClassifyingCritic
 from ..models.lomit import LomitConfig, LomitTranslator, upsample_mask
 from .figures import exemplar_grid
 from .losses import SeededStream
-from .recipes import Recipe, RecipeOptions, _set_requires_grad
+from .recipe import Recipe, RecipeOptions, set_requires_grad
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,13 @@ def paper_init(translator: nn.Module, critic: nn.Module) -> None:
                 nn.init.zeros_(module.bias)
 
 
+def lomit_config(o: RecipeOptions) -> LomitConfig:
+    """The paper's networks, ngf wide, with n_blocks residual blocks in the content encoder and in
+    the decoder."""
+    return LomitConfig(ngf=o.ngf, n_res=o.n_blocks)
+
+
 class LomitRecipe(Recipe):
-    model_name = "lomit"
     labelled = True
 
     def __init__(self, config: LomitConfig, o: RecipeOptions, n_labels: int,
@@ -154,6 +159,11 @@ class LomitRecipe(Recipe):
         self.pools = {"gp": self.noise}       # saved with the training state, so resume is exact
         # Reported until the first generator update (the critic runs n_critic - 1 steps first).
         self.last_g = dict.fromkeys(GENERATOR_LOSSES, math.nan)
+
+    @classmethod
+    def build(cls, config: LomitConfig, o: RecipeOptions) -> LomitRecipe:
+        """The classifier head predicts o.n_labels columns (the data's attributes)."""
+        return cls(config, o, o.n_labels)
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         x1, x2, y1, y2 = batch["A"], batch["B"], batch["label_A"], batch["label_B"]
@@ -182,7 +192,7 @@ class LomitRecipe(Recipe):
     def _generator_step(self, x1, x2, y1, y2) -> dict[str, float]:
         w = self.weights
         t = self.translator
-        _set_requires_grad([self.critic], False)
+        set_requires_grad([self.critic], False)
         h = Halves(t, x1, x2)
         x12, x21 = h.crossed()
         x11, x22 = h.own()
@@ -205,7 +215,7 @@ class LomitRecipe(Recipe):
         self.optimizers["G"].zero_grad(set_to_none=True)
         loss.backward()
         self.optimizers["G"].step()
-        _set_requires_grad([self.critic], True)
+        set_requires_grad([self.critic], True)
         return {"G": loss.item(), "adv": adv.item(), "cls_fake": cls_fake.item(),
                 "style": style.item(), "content": content.item(), "cycle": cycle.item(),
                 "rebuild": rebuild.item(), "r1": r1.item(), "r2": r2.item(),

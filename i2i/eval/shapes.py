@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..synthetic import ShapeMeta, SyntheticShapes
+from ..data.shapes import ShapeMeta, SyntheticShapes
 
 CHANGED = 0.1      # a pixel counts as masked when any channel has |m| above this
 

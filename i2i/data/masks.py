@@ -27,14 +27,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from .models import MODELS
-from .models.spec import ModelSpec
+from ..models import MODELS
+from ..models.spec import ModelSpec
+from ..pixels import mask_tensor
 
 Seed = torch.Generator | int | None
 
@@ -208,16 +208,16 @@ class BinaryAttention:
 
     @classmethod
     def from_file(cls, path: str | Path, threshold: float = 0.5) -> BinaryAttention:
-        """The map of an image file, as grayscale / 255."""
+        """The map of an image file: its grey values in [0, 1] (i2i.pixels.mask_tensor)."""
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"attention: map file {str(path)!r} does not exist")
         try:
             with Image.open(path) as image:
-                gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
+                gray = mask_tensor(image)[0]                              # (H, W) in [0, 1]
         except (UnidentifiedImageError, OSError) as err:
             raise ValueError(f"attention: {str(path)!r} is not a readable image ({err})") from err
-        return cls(torch.from_numpy(gray.copy()), threshold, source=str(path))
+        return cls(gray, threshold, source=str(path))
 
     def sample(self, n: int, height: int, width: int, generator: Seed = None) -> torch.Tensor:
         _check_size(n, height, width)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..synthetic_attributes import ATTRIBUTES, OBJECT_RGB, AttributeMeta, AttributeShapes
+from ..data.scenes import ATTRIBUTES, OBJECT_RGB, AttributeMeta, AttributeShapes
 
 STRIPED_SPREAD = 0.12   # background std above this reads as striped (plain: noise 0.03; stripes
                         # of amplitude 0.35 have std 0.25)

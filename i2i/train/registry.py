@@ -1,0 +1,101 @@
+"""The training recipes by name: RECIPES is the one table the loop and i2i-train read.
+
+An entry says which objective trains which model (an i2i.models name), what data it needs
+(pairs: the pix2pix folder layout; labels: input/exemplar pairs with attribute labels), whether
+--supervised selects it, its defaults for the options left unset, the options only it takes,
+and how it makes the model's config from the options. The size rule comes from that config's
+spec (i2i.models), so the loop and the command line never ask which model they train.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..models import get_entry
+from .additive import AdditiveRecipe, AdditiveSupervisedRecipe, additive_config
+from .cyclegan import CycleGANRecipe, cyclegan_config
+from .lomit import LomitRecipe, lomit_config
+from .maskcyclegan import MaskCycleGANRecipe, maskcyclegan_config
+from .pix2pix import Pix2PixRecipe, pix2pix_config
+from .recipe import Recipe, RecipeOptions
+
+# Options left at None take the recipe's value; these hold unless an entry says otherwise.
+COMMON_DEFAULTS: Mapping[str, Any] = {"batch_size": 16, "lr": 2e-4, "n_blocks": 9}
+
+
+def _defaults(**overrides: Any) -> dict[str, Any]:
+    return {**COMMON_DEFAULTS, **overrides}
+
+
+@dataclass(frozen=True)
+class RecipeEntry:
+    recipe: type[Recipe]                            # the objective; recipe.build(config, options)
+    model: str                                      # the i2i.models name of what it trains
+    config: Callable[[RecipeOptions], Any]          # options -> that model's config
+    pairs: bool = False                             # A[i] and B[i] correspond
+    labels: bool = False                            # batches carry "label_A"/"label_B"
+    supervised: bool = False                        # chosen by --supervised
+    defaults: Mapping[str, Any] = field(default_factory=_defaults)   # for options left at None
+    options: frozenset[str] = frozenset()           # TrainOptions fields only some recipes take
+
+    def make(self, o: RecipeOptions) -> tuple[Recipe, Any]:
+        """(recipe, model config) for these options."""
+        config = self.config(o)
+        return self.recipe.build(config, o), config
+
+    def size_multiple(self, o: RecipeOptions) -> int:
+        """H and W of training images must be multiples of this, as the model's spec says."""
+        return get_entry(self.model).spec(self.config(o)).size_multiple
+
+
+RECIPES: dict[str, RecipeEntry] = {
+    # The paper's lambda_r: 1.0 against a GAN, 0.01 against paired L1 targets.
+    "additive": RecipeEntry(AdditiveRecipe, "additive", additive_config,
+                            defaults=_defaults(lambda_r=1.0), options=frozenset({"lambda_r"})),
+    "additive_supervised": RecipeEntry(AdditiveSupervisedRecipe, "additive", additive_config,
+                                       pairs=True, supervised=True,
+                                       defaults=_defaults(lambda_r=0.01),
+                                       options=frozenset({"lambda_r"})),
+    "cyclegan": RecipeEntry(CycleGANRecipe, "cyclegan", cyclegan_config),
+    "pix2pix": RecipeEntry(Pix2PixRecipe, "pix2pix", pix2pix_config, pairs=True),
+    # LOMIT's paper: Adam 1e-4, batch 8, 4 residual blocks in the content encoder and decoder.
+    "lomit": RecipeEntry(LomitRecipe, "lomit", lomit_config, labels=True,
+                         defaults=_defaults(batch_size=8, lr=1e-4, n_blocks=4)),
+    "maskcyclegan": RecipeEntry(MaskCycleGANRecipe, "maskcyclegan", maskcyclegan_config,
+                                options=frozenset({"masks"})),
+}
+DEFAULT_MODEL = RECIPES["additive"].model
+
+
+def trained_models() -> list[str]:
+    """The models some recipe trains, in RECIPES order."""
+    return _models(lambda entry: True)
+
+
+def recipe_entry(model: str, supervised: bool = False) -> RecipeEntry:
+    """The entry training `model` (its supervised variant when `supervised`); ValueError, saying
+    what exists, otherwise."""
+    for entry in RECIPES.values():
+        if entry.model == model and entry.supervised == supervised:
+            return entry
+    get_entry(model)                        # raises the "unknown model ..." error
+    if supervised:
+        takers = " and ".join(_models(lambda entry: entry.supervised))
+        raise ValueError(f"--supervised applies to the {takers} model only, not {model!r}")
+    raise ValueError(f"model {model!r} has no training recipe yet; recipes train "
+                     f"{', '.join(trained_models())}")
+
+
+def check_options(entry: RecipeEntry, values: object) -> None:
+    """ValueError when `values` (TrainOptions) sets an option that only other recipes take."""
+    for option in sorted(set().union(*(e.options for e in RECIPES.values()))):
+        if getattr(values, option) is not None and option not in entry.options:
+            takers = " and ".join(_models(lambda e, option=option: option in e.options))
+            raise ValueError(f"--{option.replace('_', '-')} applies to {takers} only, "
+                             f"not {entry.model!r}")
+
+
+def _models(keep: Callable[[RecipeEntry], bool]) -> list[str]:
+    return list(dict.fromkeys(entry.model for entry in RECIPES.values() if keep(entry)))
