@@ -30,6 +30,10 @@ DEMO = dict(model="additive", data="synthetic:circle2square", size=32, batch_siz
 DEMO_STEPS = 1000
 
 
+def _default_artifacts(export_dir: Path) -> dict:
+    return read_manifest(export_dir)["signatures"]["default"]["artifacts"]
+
+
 def run_demo(runs: Path, out: Path, steps: int = DEMO_STEPS, exports: Path | None = None) -> dict:
     run = runs / "demo-additive"
     options = TrainOptions(out=str(run), steps=steps, **DEMO)
@@ -54,7 +58,7 @@ def run_demo(runs: Path, out: Path, steps: int = DEMO_STEPS, exports: Path | Non
     summary = {"checkpoint": str(checkpoint), "steps": steps, "train_seconds": train_seconds,
                "metrics": metrics.to_dict(), "machine": sysinfo.machine(), "options": DEMO,
                "export": {"dir": str(export_dir), "seconds": export_seconds,
-                          "artifacts": read_manifest(export_dir)["artifacts"]},
+                          "artifacts": _default_artifacts(export_dir)},
                "serving": served}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report(summary))

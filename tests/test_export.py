@@ -68,7 +68,7 @@ def test_onnx_fp32_and_fp16_pass_the_gate_and_fill_the_manifest(tmp_path):
 
 def test_fp16_graph_survives_activations_scaled_by_300(tmp_path):
     out = build(checkpoint(tmp_path, scale_stem=300.0), options(tmp_path, fp16=True))
-    figures = read_manifest(out)["artifacts"]["onnx_fp16"]["parity"]
+    figures = read_manifest(out)["signatures"]["default"]["artifacts"]["onnx_fp16"]["parity"]
     assert all(np.isfinite(v["max_abs"]) for v in figures.values())
     assert min(v["psnr"] for v in figures.values()) >= 40
 
@@ -78,7 +78,8 @@ def test_fp16_io_keeps_half_inputs_and_outputs(tmp_path):
     graph = onnx.load(str(out / "model.fp16.onnx")).graph
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
-    assert read_manifest(out)["artifacts"]["onnx_fp16"]["io_dtype"] == "float16"
+    fp16 = read_manifest(out)["signatures"]["default"]["artifacts"]["onnx_fp16"]
+    assert fp16["io_dtype"] == "float16"
 
 
 def test_onnx_has_dynamic_batch_and_size(tmp_path):
@@ -98,7 +99,7 @@ def test_onnx_has_dynamic_batch_and_size(tmp_path):
 @pytest.mark.parametrize("name", ["cyclegan", "pix2pix"])
 def test_other_models_export(tmp_path, name):
     out = build(checkpoint(tmp_path, name), options(tmp_path))
-    assert read_manifest(out)["artifacts"]["onnx"]["passed"]
+    assert read_manifest(out)["signatures"]["default"]["artifacts"]["onnx"]["passed"]
 
 
 def test_parity_miss_fails_unless_allowed(tmp_path, monkeypatch):

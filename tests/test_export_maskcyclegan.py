@@ -238,7 +238,7 @@ def test_graphs_take_image_and_mask_in_float32(exported):
 
 def test_triton_config_declares_image_and_mask(exported):
     out, *_ = exported
-    assert read_manifest(out)["artifacts"]["triton"] == {
+    assert read_manifest(out)["signatures"]["default"]["artifacts"]["triton"] == {
         "repository": "triton", "models": ["maskcyclegan"], "onnx": "model.fp16.onnx",
         "max_batch_size": 4}
     config = parse_config(out / "triton" / "maskcyclegan" / "config.pbtxt")

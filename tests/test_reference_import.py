@@ -7,6 +7,7 @@ importer's key mapping and the converted model's numerics are checked against an
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -384,7 +385,9 @@ def test_unknown_model_name(tmp_path: Path) -> None:
 
 def test_registered_model_without_importer(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(MODELS, "newmodel", MODELS["cyclegan"])
+    # A generator of a known architecture whose entry names no reference layout.
+    monkeypatch.setitem(MODELS, "newmodel", dataclasses.replace(MODELS["cyclegan"],
+                                                                reference=None))
     path = tmp_path / "g.pth"
     torch.save(resnet_state(), path)
     with pytest.raises(CheckpointError, match=r"no reference importer for model 'newmodel'"):

@@ -17,7 +17,6 @@ import torch
 import tritonclient.http as httpclient
 from PIL import Image
 
-from i2i import engines
 from i2i.engines import check_batch, open_engine
 from i2i.models import load
 from i2i.runtime.cli import main
@@ -102,13 +101,15 @@ def infer(c: httpclient.InferenceServerClient, tensors: dict[str, np.ndarray],
         item = httpclient.InferInput(name, list(x.shape), "FP32")
         item.set_data_from_numpy(x, binary_data=binary)
         inputs.append(item)
-    outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in OUTPUTS]
+    # The masked signature (a request with a mask) does not echo the mask it was given.
+    names = [n for n in OUTPUTS if n not in tensors]
+    outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in names]
     result = c.infer("lomit", inputs, outputs=outputs, headers={})
-    return {n: result.as_numpy(n) for n in OUTPUTS}
+    return {n: result.as_numpy(n) for n in names}
 
 
 def close(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
-    for name in OUTPUTS:
+    for name in got:
         np.testing.assert_allclose(got[name], want[name], atol=1e-5, rtol=0, err_msg=name)
 
 
@@ -119,8 +120,8 @@ def test_tritonclient_pairs_match_the_module(server, module):
     assert [(t["name"], t["shape"]) for t in meta["inputs"]] == [("image", [-1, 3, -1, -1]),
                                                                 ("exemplar", [-1, 3, -1, -1])]
     assert [t["name"] for t in meta["outputs"]] == list(OUTPUTS)
-    assert [(t["name"], t["shape"]) for t in meta["optional_inputs"]] == [("mask",
-                                                                          [-1, 1, -1, -1])]
+    masked = meta["signatures"]["masked"]["inputs"]
+    assert [(t["name"], t["shape"]) for t in masked][2:] == [("mask", [-1, 1, -1, -1])]
     image, exemplar = pair(2, 0)
     want = direct(module, image, exemplar)
     # The two inputs play different parts: swapped, they give another translation.
@@ -152,7 +153,7 @@ def test_mask_input_replaces_the_computed_mask(server, module):
     got = {}
     for key, mask in masks.items():
         got[key] = infer(c, {"image": image, "exemplar": exemplar, "mask": mask})
-        assert np.array_equal(got[key]["mask"], mask), key
+        assert list(got[key]) == ["translation", "exemplar_mask"], key
         close(got[key], direct(module, image, exemplar, mask))
     assert np.abs(got["zeros"]["translation"] - got["ones"]["translation"]).max() > 1e-2
     computed = direct(module, image, exemplar)["mask"]
@@ -268,7 +269,7 @@ def test_onnxruntime_serves_pairs_and_masks_from_the_export(onnx_server, export,
     meta = c.get_model_metadata("lomit")
     assert meta["platform"] == "i2i_onnxruntime"
     assert [t["name"] for t in meta["inputs"]] == ["image", "exemplar"]
-    assert [t["name"] for t in meta["optional_inputs"]] == ["mask"]
+    assert [t["name"] for t in meta["signatures"]["masked"]["inputs"]][2:] == ["mask"]
     image, exemplar = pair(2, 7)
     for binary in (True, False):
         close(infer(c, {"image": image, "exemplar": exemplar}, binary),
@@ -277,7 +278,7 @@ def test_onnxruntime_serves_pairs_and_masks_from_the_export(onnx_server, export,
     for value in (0.0, 1.0):
         mask = np.full((2, 1, SIZE, SIZE), value, np.float32)
         got[value] = infer(c, {"image": image, "exemplar": exemplar, "mask": mask})
-        assert np.array_equal(got[value]["mask"], mask)
+        assert list(got[value]) == ["translation", "exemplar_mask"]
         close(got[value], direct(module, image, exemplar, mask))
     assert np.abs(got[0.0]["translation"] - got[1.0]["translation"]).max() > 1e-2
 
@@ -286,7 +287,7 @@ def test_an_engine_without_the_masked_graph_refuses_masks_with_a_400(export, tmp
     stripped = tmp_path / "export"
     shutil.copytree(export, stripped, ignore=shutil.ignore_patterns("model.masked.onnx"))
     engine = open_engine("onnxruntime", export_dir=stripped)
-    assert engine.spec.optional_inputs == ()
+    assert list(engine.spec.signatures) == ["default"]
     image, exemplar = (torch.from_numpy(a) for a in pair(1, 8))
     mask = torch.full((1, 1, SIZE, SIZE), 0.5)
     reason = r"has no fp32 masked variant \(model\.masked\.onnx\).*--engine eager"
@@ -299,30 +300,23 @@ def test_an_engine_without_the_masked_graph_refuses_masks_with_a_400(export, tmp
                                           "mask": png_bytes(np.zeros((SIZE, SIZE), np.uint8))})
         assert status == 400 and re.search(reason, json.loads(content)["error"]), content
         assert post(url + INFER, v2(**PAIR))[0] == 200
-        assert "mask" not in client(url).get_model_metadata("lomit").get("optional_inputs", [])
-    # The fixed-size engines run model.pt2 / model.plan only, and say where masks are taken.
-    manifest = json.loads((export / "manifest.json").read_text())
-    for name in ("aoti", "tensorrt"):
-        plan = engines._Plan(name, "cpu", "fp32", manifest=manifest)
-        path, extra, why = engines._masked_variant(plan, export, engine.spec.inputs)
-        assert path is None and [t.name for t in extra] == ["mask"]
-        assert why == (f"the {name} engine runs the model without its optional input(s) "
-                       "'mask'; serve with --engine onnxruntime, eager or fused")
+        assert "masked" not in client(url).get_model_metadata("lomit")["signatures"]
 
 
 def test_engines_check_pairs_and_masks(checkpoint, tmp_path):
     eager = open_engine("eager", checkpoint=checkpoint, max_batch_size=4)
-    assert [t.name for t in eager.spec.optional_inputs] == ["mask"]
+    assert [t.name for t in eager.spec.signatures["masked"].inputs] == ["image", "exemplar",
+                                                                         "mask"]
     image, exemplar = (torch.from_numpy(a) for a in pair(1, 6))
     mask = torch.full((1, 1, SIZE, SIZE), 0.5)
     assert check_batch(eager.spec, {"image": image, "exemplar": exemplar, "mask": mask}) == 1
     with pytest.raises(ValueError, match=r"inputs have different sizes \[\(16, 16\), \(32, 32\)"):
         check_batch(eager.spec, {"image": image, "exemplar": torch.zeros(1, 3, 32, 32)})
-    with pytest.raises(ValueError, match=r"\['image', 'exemplar'\] \(and optionally all of "
-                                         r"\['mask'\]\)"):
+    with pytest.raises(ValueError, match=r"masked \['image', 'exemplar', 'mask'\]; inputs "
+                                         r"\['image', 'mask'\] do not match"):
         check_batch(eager.spec, {"image": image, "mask": mask})
     additive = open_engine("eager", checkpoint=tiny_checkpoint(tmp_path))
-    assert additive.spec.optional_inputs == () == additive.spec.refused_inputs
+    assert list(additive.spec.signatures) == ["default", "strength"]
     with pytest.raises(ValueError, match=r"do not match the engine's inputs \['image'\]$"):
         check_batch(additive.spec, {"image": image, "mask": mask})
 

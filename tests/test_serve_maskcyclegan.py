@@ -113,7 +113,7 @@ def test_tritonclient_image_and_mask_match_the_module(server, module):
     assert [(t["name"], t["shape"]) for t in meta["inputs"]] == [("image", [-1, 3, -1, -1]),
                                                                 ("mask", [-1, 1, -1, -1])]
     assert [t["name"] for t in meta["outputs"]] == ["translation"]
-    assert "optional_inputs" not in meta                    # the mask is required here
+    assert list(meta["signatures"]) == ["default"]          # the mask is required here
     image, mask = images_of(3, 0), masks_of(3, 1)
     mask[1] = np.random.default_rng(2).uniform(0, 1, (1, SIZE, SIZE))     # a soft mask too
     for binary in (True, False):

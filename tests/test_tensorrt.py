@@ -13,14 +13,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from i2i.engines import tensorrt as trt_runtime
+from i2i.engines.tensorrt import availability, check_plan_compatible
 from i2i.export import tensorrt as trt_export
-from i2i.export.tensorrt import (
-    availability,
-    build_engine,
-    check_plan_compatible,
-    check_profile,
-    onnx_precision,
-)
+from i2i.export.tensorrt import build_engine, check_profile, onnx_precision
 
 BUILT = {"tensorrt": "10.13.0.35", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
          "profile": {}, "strongly_typed": True}
@@ -43,7 +39,7 @@ def tiny_onnx(path: Path, elem: int = TensorProto.FLOAT16) -> Path:
 def fake_machine(monkeypatch, **facts):
     here = {"tensorrt": BUILT["tensorrt"], "gpu": BUILT["gpu"],
             "compute_capability": BUILT["compute_capability"], **facts}
-    monkeypatch.setattr(trt_export, "current_machine", lambda: here)
+    monkeypatch.setattr(trt_runtime, "current_machine", lambda: here)
 
 
 @pytest.mark.skipif(availability() is None, reason="TensorRT can build on this machine")
@@ -54,22 +50,22 @@ def test_availability_names_the_cause_here():
 
 
 def test_availability_without_tensorrt(monkeypatch):
-    monkeypatch.setattr(trt_export.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(trt_runtime.importlib.util, "find_spec", lambda name: None)
     assert availability() == "tensorrt is not installed (pip install i2i[gpu])"
 
 
 def test_availability_without_gpu(monkeypatch):
     fake = types.SimpleNamespace(__version__="11.1.0.5")
-    monkeypatch.setattr(trt_export.importlib.util, "find_spec", lambda name: object())
-    monkeypatch.setattr(trt_export, "_import_tensorrt", lambda: fake)
+    monkeypatch.setattr(trt_runtime.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(trt_runtime, "_import_tensorrt", lambda: fake)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert availability() == "no CUDA GPU is available (TensorRT builds engines on a GPU)"
 
 
 def test_availability_with_old_tensorrt(monkeypatch):
     fake = types.SimpleNamespace(__version__="8.6.1")
-    monkeypatch.setattr(trt_export.importlib.util, "find_spec", lambda name: object())
-    monkeypatch.setattr(trt_export, "_import_tensorrt", lambda: fake)
+    monkeypatch.setattr(trt_runtime.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(trt_runtime, "_import_tensorrt", lambda: fake)
     assert "tensorrt 8.6.1 is too old" in availability()
 
 

@@ -117,8 +117,9 @@ def _shared_inputs(spec: EngineSpec, pictures: dict[str, Path], max_pixels: int
                          + " ".join(f"--{name}" for name in unknown))
     missing = [name for name in wanted if name not in pictures]
     if missing:
-        raise ValueError(f"{spec.model} translates each image with the picture(s) {missing} "
-                         f"beside it: pass --{missing[0]} PATH (one image used for every input)")
+        name = missing[0]
+        raise ValueError(f"{spec.model} translates each image towards an {name}: pass --{name} "
+                         f"PATH (or --input {name}=PATH: one image used for every input)")
     shared = {}
     for name, path in pictures.items():
         path = Path(path)
