@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import pixels
 from .engines import open_engine
 from .runtime.inprocess import serving
 from .runtime.server import ServerConfig
@@ -64,9 +65,8 @@ def serve_demo(export_dir: Path, images: torch.Tensor, out: Path, clients: int =
 def _translate_pngs(url: str, images: torch.Tensor, clients: int) -> list[bytes]:
     """POST each image as a PNG to /v1/translate, concurrently; returns the PNG answers."""
     def one(x: torch.Tensor) -> bytes:
-        rgb = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
         buffer = io.BytesIO()
-        Image.fromarray(rgb).save(buffer, format="PNG")
+        pixels.to_image(x).save(buffer, format="PNG")
         request = urllib.request.Request(f"{url}/v1/translate", data=buffer.getvalue(),
                                          method="POST")
         with urllib.request.urlopen(request, timeout=60) as r:
@@ -81,7 +81,6 @@ def _grid(images: torch.Tensor, pngs: list[bytes], path: Path, scale: int = 4) -
     w, h = tiles[0].size
     canvas = Image.new("RGB", (len(tiles) * (w + 2) + 2, 2 * (h + 2) + 2), "white")
     for i, (x, tile) in enumerate(zip(images, tiles, strict=True)):
-        rgb = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-        canvas.paste(Image.fromarray(rgb), (2 + i * (w + 2), 2))
+        canvas.paste(pixels.to_image(x), (2 + i * (w + 2), 2))
         canvas.paste(tile, (2 + i * (w + 2), h + 4))
     canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST).save(path)

@@ -140,7 +140,33 @@ BAD = [
     ("/v2/models/additive/infer", v2([1, 2, 16, 16]), 400, r"expected \[-1, 3, -1, -1\]"),
     ("/v2/models/additive/infer", b"{not json", 400, "not valid JSON"),
     ("/v2/models/adittive/infer", v2([1, 3, 16, 16]), 404, "unknown model 'adittive'"),
+    ("/v1/translate?strength=abc", png(20, 20), 400, "strength must be a number, got 'abc'"),
+    ("/v1/translate?strength=9", png(20, 20), 400,
+     r"'strength' must lie in \[0, 4\]; it holds values from 9 to 9"),
+    ("/v1/translate?strength=0.5&output=exemplar", png(20, 20), 400,
+     r"output='exemplar' is not an output of additive; choose from \['translation', 'mask'\]"),
 ]
+
+
+def test_strength_picks_the_signature_that_runs_it_in_the_model(server):
+    """?strength= and a KServe `strength` input run the model's strength signature: the same
+    answer either way, and 0 gives the input back."""
+    x = np.random.default_rng(3).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
+    client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+    assert list(client.get_model_metadata("additive", headers=auth())["signatures"]) == [
+        "default", "strength"]
+    image = httpclient.InferInput("image", list(x.shape), "FP32")
+    image.set_data_from_numpy(x)
+    strength = httpclient.InferInput("strength", [2, 1], "FP32")
+    strength.set_data_from_numpy(np.array([[0.0], [1.0]], np.float32))
+    scaled = client.infer("additive", [image, strength], headers=auth())
+    plain = client.infer("additive", [image], headers=auth())
+    np.testing.assert_allclose(scaled.as_numpy("translation")[0], x[0], atol=1e-6)
+    np.testing.assert_allclose(scaled.as_numpy("translation")[1],
+                               plain.as_numpy("translation")[1], atol=1e-5)
+    _, zero = post(f"{server.url}/v1/translate?strength=0", png(16, 16))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(zero))),
+                          np.asarray(Image.open(io.BytesIO(png(16, 16)))))
 
 
 @pytest.mark.parametrize("path,body,status,message", BAD,

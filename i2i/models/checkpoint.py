@@ -16,15 +16,15 @@ written with the same helpers; see `i2i.train.state`.
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from ..atomic import atomic_path
 
 FORMAT = "i2i-checkpoint"
 FORMAT_VERSION = 1
@@ -46,19 +46,10 @@ def library_versions() -> dict[str, str]:
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], document: dict) -> Path:
     """Write tensors plus one JSON document atomically to a safetensors file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # safetensors refuses views that share storage; detach and copy to contiguous CPU memory.
     plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(plain, tmp, metadata={METADATA_KEY: json.dumps(document, sort_keys=True)})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(plain, str(tmp), metadata={METADATA_KEY: json.dumps(document, sort_keys=True)})
     return path
 
 

@@ -13,11 +13,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from .. import pixels  # noqa: E402
+
 
 def image_rgb(t: torch.Tensor) -> np.ndarray:
     """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
-    a = ((t.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
-    return a.permute(1, 2, 0).numpy().astype(np.uint8)
+    return pixels.image_array(t)
 
 
 def mask_rgb(m: torch.Tensor) -> np.ndarray:
@@ -31,8 +32,7 @@ def mask_rgb(m: torch.Tensor) -> np.ndarray:
 
 def unit_mask_rgb(m: torch.Tensor) -> np.ndarray:
     """(1, H, W) mask in [0, 1] -> (H, W, 3) uint8, black 0 to white 1."""
-    value = (m.detach().float().cpu()[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-    return np.repeat(value[..., None], 3, axis=2)
+    return np.repeat(pixels.mask_array(m)[..., None], 3, axis=2)
 
 
 def grid(rows: list[list[np.ndarray]], pad: int = 2) -> Image.Image:
