@@ -95,7 +95,7 @@ class _Gate:
                       "passed": passed})
         graph.artifacts[key] = facts
         label = key if graph.label == "default" else f"{graph.label} {key}"
-        self.options.log(f"  {label:17s} {'ok  ' if passed else 'MISS'} {worst} ({engine})")
+        self.options.log(f"  {label:18s} {'ok  ' if passed else 'MISS'} {worst} ({engine})")
         if not passed:
             self.failures.append(f"{label} {worst}")
 
@@ -192,7 +192,7 @@ def _tensorrt(graph: _Graph, out: Path, size: tuple[int, int], options: ExportOp
     reason = availability()
     if reason is not None:
         graph.artifacts["tensorrt"] = {"skipped": reason}
-        options.log(f"  tensorrt          skipped: {reason}")
+        options.log(f"  tensorrt           skipped: {reason}")
         return
     lo, opt, hi = options.batch
     shapes = {t.name: tuple((n, *t.shape[1:]) if not t.spatial else (n, t.channels, *size)
