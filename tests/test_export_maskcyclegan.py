@@ -159,13 +159,13 @@ def test_gate_checks_binary_scheme_masks_on_domain_images(exported):
         assert batch["mask"].std() > 0.2                                # uniform, not a constant
 
 
-def test_parity_inputs_skip_center_off_square_and_models_without_a_mask():
+def test_parity_inputs_off_square_and_models_without_a_mask():
     spec = get_entry("maskcyclegan").spec(make_config("maskcyclegan", TINY))
     batches = parity.parity_inputs(spec, DATA, (16, 24), 2, parity.MASK_SCHEMES)
-    assert len(batches) == 3                      # no domain images, no center: rects + random
+    assert len(batches) == 4                      # no domain images: rects, center, 2 random
     binary = [b for b in batches if set(b["mask"].unique().tolist()) <= {0.0, 1.0}]
-    assert len(binary) == 1 and binary[0]["mask"].shape == (2, 1, 16, 24)
-    assert sum(torch.equal(b["image"], binary[0]["image"]) for b in batches) == 2
+    assert len(binary) == 2 and binary[0]["mask"].shape == (2, 1, 16, 24)
+    assert sum(torch.equal(b["image"], binary[0]["image"]) for b in batches) == 3
     additive = get_entry("additive").spec(make_config("additive", {}))
     plain = parity.parity_inputs(additive, DATA, (SIZE, SIZE), 2)
     schemed = parity.parity_inputs(additive, DATA, (SIZE, SIZE), 2, parity.MASK_SCHEMES)

@@ -53,11 +53,12 @@ def test_center_square_geometry(size: int, scale: float, start: int, side: int) 
     assert torch.equal(masks[1], masks[0]) and torch.equal(masks[2], masks[0])
 
 
-def test_center_defaults_to_half_and_needs_a_square_image() -> None:
+def test_center_defaults_to_half_and_is_a_centered_square_on_any_picture() -> None:
     assert parse_mask_spec("center") == CenterSquare(0.5)
-    with pytest.raises(ValueError, match=r"center masks need a square image \(H == W\), got "
-                                         r"16x20; use rects or attention"):
-        CenterSquare(0.5).sample(1, 16, 20)
+    mask = CenterSquare(0.5).sample(1, 16, 20)[0, 0]                 # side 8 = half of 16
+    rows, cols = mask.nonzero(as_tuple=True)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (4, 11, 6, 13)
+    assert mask.sum() == 64
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,7 +77,8 @@ def _in_range(scheme: str, name: str, value: float, low: float, high: float,
 
 @dataclass(frozen=True)
 class CenterSquare:
-    """A centered square of side round(scale * H); top-left corner at (H - side) // 2."""
+    """A centered square of side round(scale * min(H, W)); on a square picture its top-left
+    corner is at (H - side) // 2, on another it is centered the same way along each axis."""
 
     scale: float = 0.5
 
@@ -86,13 +87,10 @@ class CenterSquare:
 
     def sample(self, n: int, height: int, width: int, generator: Seed = None) -> torch.Tensor:
         _check_size(n, height, width)
-        if height != width:
-            raise ValueError(f"center masks need a square image (H == W), got {height}x{width}; "
-                             "use rects or attention for other sizes")
-        side = max(1, _round(self.scale * height))
-        start = (height - side) // 2
+        side = max(1, _round(self.scale * min(height, width)))
+        top, left = (height - side) // 2, (width - side) // 2
         mask = torch.zeros(n, 1, height, width)
-        mask[:, :, start:start + side, start:start + side] = 1
+        mask[:, :, top:top + side, left:left + side] = 1
         return mask
 
     def spec(self) -> str:

@@ -32,6 +32,7 @@ class EngineSpec:
     default_size: tuple[int, int]               # training/export size
     precision: str                              # "fp32" | "fp16"
     device: str                                 # "cpu" | "cuda:0"
+    source: str = ""                            # sha256 of the checkpoint the weights came from
     # The model's signatures this engine cannot run, and why not.
     unavailable: dict[str, ModelSpec] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)

@@ -218,6 +218,7 @@ def open_engine(name: str, *, export_dir: Path | None = None, checkpoint: Path |
         max_batch_size=min(max_batch_size or exported, exported),
         size=size if fixed else None, size_multiple=int(manifest["size_multiple"]),
         default_size=size, precision=plan.precision, device=plan.device,
+        source=manifest["checkpoint"]["sha256"],
         unavailable={k: every[k] for k in plan.unavailable}, reasons=plan.unavailable)
     if plan.providers is not None:
         return plan.cls(plan.files, spec, plan.providers)
@@ -237,7 +238,8 @@ def _open_torch(plan: _Plan, export_dir: Path | None, max_batch: int, compile: b
     every = signatures(module)
     spec = EngineSpec(model=document["model"], signatures=every, max_batch_size=max_batch,
                       size=None, size_multiple=every["default"].size_multiple,
-                      default_size=default, precision=plan.precision, device=plan.device)
+                      default_size=default, precision=plan.precision, device=plan.device,
+                      source=sha256(plan.checkpoint))
     engine = plan.cls(module, spec)
     if compile:                                 # compiled after the fused modules are swapped in
         engine.module = torch.compile(engine.module)

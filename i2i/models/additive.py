@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .resnet import ResnetGenerator
-from .spec import ModelSpec, image_spec, knob_spec, signed_mask_spec
+from .spec import Composite, ModelSpec, image_spec, knob_spec, signed_mask_spec
 
 MAX_STRENGTH = 4.0                  # the strength signature takes 0 <= strength <= this
 
@@ -68,6 +68,7 @@ def additive_signatures(config: AdditiveConfig) -> dict[str, ModelSpec]:
     c, multiple = config.channels, ResnetGenerator.size_multiple
     outputs = (image_spec("translation", c), signed_mask_spec("mask", c))
     image = image_spec("image", c)
-    return {"default": ModelSpec((image,), outputs, multiple, c),
+    added = Composite("translation", "mask", "add")           # clamp(x + strength * mask)
+    return {"default": ModelSpec((image,), outputs, multiple, c, composite=added),
             "strength": ModelSpec((image, knob_spec("strength", 0.0, MAX_STRENGTH)), outputs,
-                                  multiple, c, method="with_strength")}
+                                  multiple, c, method="with_strength", composite=added)}

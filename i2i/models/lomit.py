@@ -22,7 +22,7 @@ from torch import nn
 
 from .pix2pix import SampleNorm
 from .resnet import ConvNormReLU, ResidualBlock
-from .spec import ModelSpec, image_spec, mask_spec
+from .spec import Composite, ModelSpec, image_spec, mask_spec
 
 
 @dataclass(frozen=True)
@@ -215,8 +215,11 @@ def lomit_signatures(config: LomitConfig) -> dict[str, ModelSpec]:
     c, multiple = config.channels, LomitTranslator.size_multiple
     images = (image_spec("image", c), image_spec("exemplar", c))
     exemplar_mask = mask_spec("exemplar_mask", over="exemplar")
+    # HAdaIN restyles where the mask is 1 and keeps the input's style where it is 0: the
+    # translation is, to a close approximation, a blend of the input through the mask.
+    blend = Composite("translation", "mask", "blend")
     return {"default": ModelSpec(images, (image_spec("translation", c), mask_spec("mask"),
-                                          exemplar_mask), multiple, c),
+                                          exemplar_mask), multiple, c, composite=blend),
             "masked": ModelSpec((*images, mask_spec("mask")),
                                 (image_spec("translation", c), exemplar_mask), multiple, c,
-                                method="masked")}
+                                method="masked", composite=blend)}

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .resnet import ResnetGenerator
-from .spec import ModelSpec, image_spec, mask_spec
+from .spec import Composite, ModelSpec, image_spec, mask_spec
 
 
 @dataclass(frozen=True)
@@ -95,4 +95,5 @@ def maskcyclegan_signatures(config: MaskCycleGANConfig) -> dict[str, ModelSpec]:
     c = config.channels
     return {"default": ModelSpec((image_spec("image", c), mask_spec("mask", nonempty=True)),
                                  (image_spec("translation", c),),
-                                 MaskCycleGANTranslator.size_multiple, c)}
+                                 MaskCycleGANTranslator.size_multiple, c,
+                                 composite=Composite("translation", "mask", "blend"))}

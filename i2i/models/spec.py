@@ -69,6 +69,25 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class Composite:
+    """How a signature's picture output is its image input changed through a mask, which lets
+    the `mask` resolution policy (i2i.runtime.resolution) compute the mask at a working size
+    and apply it to the full-resolution picture:
+
+        add     output = clamp(image + change)            the change the model added, upsampled
+        blend   output = image * (1 - m) + output' * m    m: the mask (an input or an output)
+    """
+
+    output: str                     # the translated picture, e.g. "translation"
+    mask: str                       # the mask tensor it follows (input or output)
+    rule: str                       # "add" | "blend"
+
+    def __post_init__(self) -> None:
+        if self.rule not in ("add", "blend"):
+            raise ValueError(f"composite rule {self.rule!r}; known: add, blend")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One signature: the module method it calls, its inputs and outputs in order."""
 
@@ -77,11 +96,17 @@ class ModelSpec:
     size_multiple: int              # H and W must be multiples of this
     channels: int = 3
     method: str = "forward"
+    composite: Composite | None = None  # None: the output is not a masked change of the input
     names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(t.name for t in self.inputs))
         given = [t.name for t in (*self.inputs, *self.outputs)]
+        if self.composite is not None:
+            c = self.composite
+            if c.output not in {t.name for t in self.outputs} or c.mask not in given:
+                raise ValueError(f"composite of {self.method}() names {c.output!r} and "
+                                 f"{c.mask!r}; they must be an output and a tensor of it")
         repeated = sorted({n for n in given if given.count(n) > 1})
         if repeated:
             raise ValueError(f"signature of {self.method}() names {repeated} more than once; "
@@ -90,7 +115,8 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return {"method": self.method, "inputs": [t.to_dict() for t in self.inputs],
-                "outputs": [t.to_dict() for t in self.outputs]}
+                "outputs": [t.to_dict() for t in self.outputs],
+                "composite": asdict(self.composite) if self.composite else None}
 
     def of_kind(self, kind: str) -> tuple[TensorSpec, ...]:
         return tuple(t for t in self.inputs if t.kind == kind)
@@ -139,5 +165,7 @@ def signatures_from_dict(entries: dict[str, dict], size_multiple: int
         inputs = tuple(TensorSpec.from_dict(t) for t in entry["inputs"])
         outputs = tuple(TensorSpec.from_dict(t) for t in entry["outputs"])
         channels = next((t.channels for t in inputs if t.kind == "image"), 3)
-        out[name] = ModelSpec(inputs, outputs, size_multiple, channels, entry["method"])
+        composite = Composite(**entry["composite"]) if entry.get("composite") else None
+        out[name] = ModelSpec(inputs, outputs, size_multiple, channels, entry["method"],
+                              composite)
     return out

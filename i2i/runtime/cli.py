@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from .translate_cli import add_folder_arguments, folder_options, run_folder
+
 EXAMPLES = """examples:
   i2i-serve --export exports/additive                      # onnxruntime engine on 127.0.0.1:8000
   i2i-serve --checkpoint runs/x/checkpoints/step_001000.safetensors --engine eager
@@ -39,35 +41,12 @@ def parser() -> argparse.ArgumentParser:
                    help="require 'Authorization: Bearer KEY' (default: $I2I_API_KEY, if set)")
     p.add_argument("--max-body-mb", type=float, default=64.0)
     p.add_argument("--max-pixels", type=int, default=4096 * 4096)
-    p.add_argument("--input-dir", type=Path, help="translate this folder instead of serving")
+    p.add_argument("--input-dir", type=Path, help="translate this folder instead of serving "
+                                                  "(the same as i2i-translate)")
     p.add_argument("--output-dir", type=Path, help="where --input-dir's translations go")
-    p.add_argument("--masks", action="store_true", help="with --input-dir: also write masks")
-    p.add_argument("--exemplar", type=Path,
-                   help="with --input-dir: the exemplar image every input is translated "
-                        "towards (models with an exemplar input: lomit)")
-    p.add_argument("--input", action="append", metavar="NAME=PATH",
-                   help="with --input-dir: a picture for the model's image input NAME besides "
-                        "the translated one, used for every input (repeatable)")
-    p.add_argument("--mask", metavar="SPEC_OR_FILE",
-                   help="with --input-dir: a mask scheme drawn on each input, seeded by its "
-                        "file name (center:0.5, rects, rects:min_area=0.2, attention:map.png), "
-                        "or one grey mask image for every input, 255 = translate (models with "
-                        "a mask input: maskcyclegan needs one, lomit may take one)")
+    add_folder_arguments(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
-
-
-def _pictures(args) -> dict[str, Path]:
-    """--input NAME=PATH (and --exemplar PATH, short for --input exemplar=PATH)."""
-    pictures = {}
-    for item in args.input or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--input {item!r} must be NAME=PATH, e.g. exemplar=ref.png")
-        pictures[name] = Path(path)
-    if args.exemplar:
-        pictures["exemplar"] = args.exemplar
-    return pictures
 
 
 def open_from_args(args):
@@ -95,25 +74,14 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--mask goes with --input-dir; a served model takes its mask with "
                              "each request (a mask file, or ?mask=SCHEME on /v1/translate)")
         engine = open_from_args(args)
+        if args.input_dir:
+            folder_options(args, args.max_batch)     # bad NAME=VALUE pairs fail before work
     except (ValueError, FileNotFoundError, RuntimeError, CheckpointError) as err:
         print(f"i2i-serve: error: {err}", file=sys.stderr)
         return 2
     if args.input_dir:
-        from .batch_job import translate_folder
-        try:
-            report = translate_folder(engine, args.input_dir, args.output_dir, args.masks,
-                                      max_batch=min(args.max_batch, 16),
-                                      max_delay_ms=args.max_delay_ms,
-                                      max_pixels=args.max_pixels, progress=args.progress,
-                                      pictures=_pictures(args), mask=args.mask)
-        except (FileNotFoundError, ValueError) as err:
-            print(f"i2i-serve: error: {err}", file=sys.stderr)
-            return 2
-        print(f"translated {len(report.translated)}, already done {len(report.skipped)}, "
-              f"failed {len(report.failed)}")
-        for path, reason in report.failed:
-            print(f"  failed {path}: {reason}")
-        return 1 if report.failed and not (report.translated or report.skipped) else 0
+        return run_folder(engine, args.input_dir, args.output_dir,
+                          folder_options(args, min(args.max_batch, 16)), "i2i-serve")
     import uvicorn
 
     from .server import ServerConfig, create_app

@@ -27,9 +27,9 @@ def input_kinds(spec: EngineSpec) -> dict[str, str]:
     return {t.name: t.kind for s in spec.model_signatures.values() for t in s.inputs}
 
 
-def knob_inputs(query, spec: EngineSpec) -> dict[str, torch.Tensor]:
-    """The query parameters that name a knob of this model, as (1, 1) tensors; ProtocolError for
-    a knob of another model, or a value that is not a number (its range is checked with the
+def knob_inputs(query, spec: EngineSpec) -> dict[str, float]:
+    """The query parameters that name a knob of this model, as numbers; ProtocolError for a
+    knob of another model, or a value that is not a number (its range is checked with the
     batch)."""
     mine = {t.name for s in spec.model_signatures.values() for t in s.of_kind("knob")}
     theirs = _registry_knobs()
@@ -42,7 +42,7 @@ def knob_inputs(query, spec: EngineSpec) -> dict[str, torch.Tensor]:
                                     f"{spec.model!r}")
             continue
         try:
-            out[key] = torch.tensor([[float(text)]])
+            out[key] = float(text)
         except ValueError as err:
             raise ProtocolError(f"{key} must be a number, got {text!r}") from err
     return out

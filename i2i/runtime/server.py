@@ -40,14 +40,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..data.masks import MaskSampler, parse_mask_spec
+from ..data.masks import parse_mask_spec
 from ..engines import EngineSpec, check_batch
 from ..models.spec import InputError, TensorSpec
-from . import images
+from . import images, resolution
 from .batcher import Batcher, BatcherError
 from .kinds import input_kinds, knob_inputs, mask_input, warm_batch
 from .metrics import Metrics
+from .pictures import Scheme, build_inputs, full_size_check
 from .protocol import HEADER_LENGTH, NAMES, ProtocolError, encode_infer, parse_infer
+from .resolution import Resolution
 
 log = logging.getLogger("i2i.serve")
 
@@ -190,21 +192,24 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
 
     async def translate(request: Request) -> Response:
         body = await read_body(request, config.max_body_bytes)
-        files = await _uploads(request, body, service.spec.default.image.name)
-        knobs = knob_inputs(request.query_params, service.spec)
-        scheme = _scheme(request.query_params, name, service.mask, files)
-        pictures, inputs = _pictures(files, service.spec, config.max_pixels, scheme)
-        signature = service.spec.signatures[service.spec.signature({**inputs, **knobs})]
+        query, spec = request.query_params, service.spec
+        files = await _uploads(request, body, spec.default.image.name)
+        knobs = knob_inputs(query, spec)
+        scheme = _scheme(query, name, service.mask, files)
+        policy = _resolution(query)
+        decoded, masks = _decode(files, spec, config.max_pixels, scheme)
+        inputs = build_inputs(spec, decoded, masks, scheme, knobs)
+        signature = full_size_check(spec, inputs)
         # ?output=NAME: an output, or a mask input as it was used
         described = {t.name: t for t in signature.outputs}
         described.update({t.name: t for t in signature.of_kind("mask")
                           if t.name not in described})
-        want = request.query_params.get("output", "translation")
+        want = query.get("output", "translation")
         if want not in described:
             raise ProtocolError(f"output={want!r} is not an output of {name}; choose from "
                                 f"{list(described)}")
-        outputs = await service.infer({**inputs, **knobs})
-        size = pictures[described[want].over or signature.image.name].size
+        outputs = await resolution.translate(service.infer, spec, signature, inputs, policy)
+        size = decoded[described[want].over or signature.image.name].size
         shown = outputs[want] if want in outputs else inputs[want]
         return Response(images.output_png(shown[0], described[want], size),
                         media_type="image/png")
@@ -308,18 +313,16 @@ async def _uploads(request: Request, body: bytes, primary: str) -> dict[str, byt
     return files
 
 
-@dataclass(frozen=True)
-class _Scheme:
-    """A mask named in the query (?mask=SPEC[&seed=N]), for the input `name`."""
-
-    name: str
-    text: str
-    sampler: MaskSampler
-    seed: int
+def _resolution(query) -> Resolution:
+    """?resolution=auto|native|tile|mask|resize[&working=PIXELS]."""
+    working = query.get("working")
+    if working is not None and not working.isdigit():
+        raise ProtocolError(f"working must be a whole number of pixels, got {working!r}")
+    return Resolution(query.get("resolution", "auto"), int(working) if working else None)
 
 
 def _scheme(query, model: str, mask: TensorSpec | None, files: dict[str, bytes]
-            ) -> _Scheme | None:
+            ) -> Scheme | None:
     """The query's mask scheme, or None when it names none; ProtocolError for a bad one."""
     text, seed = query.get("mask"), query.get("seed")
     if text is None:
@@ -340,18 +343,13 @@ def _scheme(query, model: str, mask: TensorSpec | None, files: dict[str, bytes]
         raise ProtocolError(str(err)) from err
     if seed is not None and not (seed.isdigit() and int(seed) < 2**63):
         raise ProtocolError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
-    return _Scheme(mask.name, text, sampler, int(seed or 0))
+    return Scheme(mask, sampler, int(seed or 0), f"{mask.name}={text}")
 
 
-def _pictures(files: dict[str, bytes], spec: EngineSpec, max_pixels: int,
-              scheme: _Scheme | None = None
-              ) -> tuple[dict[str, Image.Image], dict[str, torch.Tensor]]:
-    """The uploaded pictures by input name, and the inputs (1, C, H, W) made from them.
-
-    Pictures are resized to the model's size, so an exemplar may have another size than the
-    image; a mask (grey, pixel / 255) marks the image's pixels, so it must have the image's size.
-    A scheme's mask is drawn on the image's pixels and scaled to the model's size.
-    """
+def _decode(files: dict[str, bytes], spec: EngineSpec, max_pixels: int,
+            scheme: Scheme | None = None
+            ) -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
+    """The uploaded pictures and grey mask pictures by input name."""
     primary = spec.default.image.name
     if primary not in files:
         raise ProtocolError(f"send an image: the raw request body, or a multipart field "
@@ -367,19 +365,9 @@ def _pictures(files: dict[str, bytes], spec: EngineSpec, max_pixels: int,
                             "upload a grey image of the image's size as the multipart file "
                             f"{required.name!r}, or name a scheme in the query, e.g. "
                             "?mask=center:0.5 or ?mask=rects&seed=0")
-    size = spec.size or spec.default_size
     kinds = input_kinds(spec)
     pictures = {n: images.decode(data, max_pixels, n) for n, data in files.items()
                 if kinds.get(n) == "image"}
-    inputs = {n: images.to_tensor(p, size)[None] for n, p in pictures.items()}
-    width, height = pictures[primary].size
-    for name in (n for n in files if kinds.get(n) == "mask"):
-        mask = images.decode(files[name], max_pixels, name, mode="L")
-        if mask.size != (width, height):
-            raise ProtocolError(f"{name} is {mask.size[0]}x{mask.size[1]} pixels; it must "
-                                f"have the image's size, {width}x{height} (width x height)")
-        inputs[name] = images.to_mask(mask, size)[None]
-    if scheme is not None:
-        inputs[scheme.name] = images.drawn_mask(scheme.sampler, (width, height), size,
-                                                scheme.seed, f"{scheme.name}={scheme.text}")
-    return pictures, inputs
+    masks = {n: images.decode(data, max_pixels, n, mode="L") for n, data in files.items()
+             if kinds.get(n) == "mask"}
+    return pictures, masks

@@ -1,0 +1,245 @@
+"""Folder translation: every picture of a folder through one engine, batched, at its own size.
+
+    i2i-translate photos/ out/ --model exports/additive [--masks] [--resolution mask]
+    i2i-translate photos/ out/ --model exports/lomit --exemplar ref.png
+    i2i-translate photos/ out/ --model exports/maskcyclegan --mask rects [--recursive]
+
+Outputs are PNGs at each input's size named after it (`cat.jpg` -> `cat.png`, and
+`cat.mask.png` with --masks), in the same sub-folders with --recursive. Each output records the
+model, signature and policy that made it (PNG text `i2i`): a re-run skips the inputs whose
+outputs were made the same way and redoes the others. Unreadable files are reported and skipped
+while the rest complete. A model with a second image input (lomit's exemplar) translates every
+input with the one picture given for it.
+
+A model with a mask input (maskcyclegan: required; lomit: optional) takes --mask: a scheme of
+i2i.data.masks (center:0.5, rects:..., attention:map.png), drawn on each input with a seed made
+from its file name, so a re-run draws the same masks; or one grey mask image (pixel / 255)
+stretched to each input's size. With --masks, a model without a mask output writes the mask it
+was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from ..atomic import write_bytes
+from ..data.masks import MaskSampler, parse_mask_spec
+from ..engines import EngineSpec
+from ..models.spec import InputError, TensorSpec
+from . import images
+from .batcher import BatcherError
+from .kinds import mask_input
+from .pictures import Scheme
+from .resolution import Resolution
+from .translator import Request, Result, Translator
+
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo"}
+STAMP = "i2i"                       # the PNG text key that records how an output was made
+
+
+@dataclass
+class JobReport:
+    translated: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)          # outputs already there
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    masks: bool = False                         # also write NAME.mask.png
+    recursive: bool = False                     # sub-folders too, mirrored in the output
+    pictures: dict[str, Path] = field(default_factory=dict)   # other image inputs, by name
+    mask: str | None = None                     # a scheme or one grey mask image
+    knobs: dict[str, float] = field(default_factory=dict)
+    resolution: Resolution = field(default_factory=Resolution)
+    max_batch: int = 8
+    max_delay_ms: float = 5.0
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
+    progress: bool = True
+
+
+def output_names(inputs: list[Path], root: Path) -> dict[Path, Path]:
+    """Input -> output path stem relative to the output folder (its sub-folder kept); the full
+    file name where two inputs of one folder share a stem."""
+    stems: dict[Path, int] = {}
+    for p in inputs:
+        key = p.relative_to(root).with_suffix("")
+        stems[key] = stems.get(key, 0) + 1
+    return {p: p.relative_to(root).with_suffix("") if stems[p.relative_to(root).with_suffix("")]
+            == 1 else p.relative_to(root) for p in inputs}
+
+
+def translate_folder(engine, input_dir: Path, output_dir: Path,
+                     options: FolderOptions | None = None) -> JobReport:
+    options = options or FolderOptions()
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"input folder {input_dir} does not exist")
+    shared = _shared_pictures(engine.spec, options.pictures, options.max_pixels)
+    fixed, scheme = _masking(engine.spec, options.mask, options.max_pixels)
+    walk = input_dir.rglob("*") if options.recursive else input_dir.iterdir()
+    files = sorted(p for p in walk if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(input_dir).parts))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    job = _Job(Translator(engine, options.max_batch, options.max_delay_ms, options.resolution),
+               output_dir, options, shared, fixed, scheme, output_names(files, input_dir))
+    return asyncio.run(job.run(files))
+
+
+def _masking(spec: EngineSpec, mask: str | None, max_pixels: int
+             ) -> tuple[dict[str, Image.Image], tuple[TensorSpec, MaskSampler, str] | None]:
+    """What --mask gives: one grey mask picture for every input, or a scheme drawn for each;
+    ({}, None) without --mask, where the model can do without one."""
+    target = mask_input(spec)
+    if mask is None:
+        if mask_input(spec, required=True) is not None:
+            raise ValueError(f"{spec.model} translates the pixels a mask marks (1 = translate, "
+                             "0 = keep): pass --mask SPEC_OR_FILE, a scheme such as center:0.5 "
+                             "or rects (drawn on each input, seeded by its file name) or one "
+                             "grey mask image for every input")
+        return {}, None
+    if target is None:
+        raise ValueError(f"{spec.model} takes no mask; leave out --mask")
+    path = Path(mask)
+    if path.is_file():
+        return {target.name: images.decode(path.read_bytes(), max_pixels, f"mask {path}",
+                                           mode="L")}, None
+    try:
+        return {}, (target, parse_mask_spec(mask), mask)
+    except ValueError as err:
+        raise ValueError(f"--mask {mask!r} is neither a mask image file nor a mask scheme: "
+                         f"{err}") from err
+
+
+def _shared_pictures(spec: EngineSpec, pictures: dict[str, Path], max_pixels: int
+                     ) -> dict[str, Image.Image]:
+    """One picture per image input of the model besides the translated one (`pictures` gives
+    their files by input name), used with every input."""
+    wanted = [t.name for t in spec.default.of_kind("image")][1:]
+    unknown = sorted(set(pictures) - set(wanted))
+    if unknown:
+        raise ValueError(f"{spec.model} takes no {' or '.join(unknown)}; leave out "
+                         + " ".join(f"--{name}" for name in unknown))
+    missing = [name for name in wanted if name not in pictures]
+    if missing:
+        name = missing[0]
+        raise ValueError(f"{spec.model} translates each image towards an {name}: pass --{name} "
+                         f"PATH (or --input {name}=PATH: one image used for every input)")
+    shared = {}
+    for name, path in pictures.items():
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{name} {path} not found")
+        shared[name] = images.decode(path.read_bytes(), max_pixels, f"{name} {path}")
+    return shared
+
+
+def _seed(path: Path) -> int:
+    """A mask scheme's seed for one input: from its file name, the same on every run."""
+    return zlib.crc32(path.name.encode())
+
+
+@dataclass
+class _Job:
+    translator: Translator
+    output_dir: Path
+    options: FolderOptions
+    shared: dict[str, Image.Image]
+    fixed_masks: dict[str, Image.Image]
+    scheme: tuple[TensorSpec, MaskSampler, str] | None
+    names: dict[Path, Path]
+    report: JobReport = field(default_factory=JobReport)
+
+    def stamp(self, path: Path) -> str:
+        """How this run makes the output of `path`: model, weights, policy, inputs given."""
+        spec = self.translator.spec
+        return json.dumps({"model": spec.model, "source": spec.source,
+                           "precision": spec.precision, "policy": self.options.resolution.policy,
+                           "working": self.options.resolution.working,
+                           "mask": self.options.mask, "knobs": self.options.knobs,
+                           "pictures": {k: str(v) for k, v in self.options.pictures.items()}},
+                          sort_keys=True)
+
+    def done(self, path: Path, outputs: list[Path]) -> bool:
+        stamp = self.stamp(path)
+        for out in outputs:
+            try:
+                with Image.open(out) as made:
+                    if made.text.get(STAMP) != stamp:
+                        return False
+            except (OSError, AttributeError):
+                return False
+        return True
+
+    async def run(self, files: list[Path]) -> JobReport:
+        batcher = self.translator.batcher(queue=4 * self.options.max_batch + 64)
+        await batcher.start()
+        limit = asyncio.Semaphore(2 * self.options.max_batch)
+        self.bar = tqdm(total=len(files), desc="translating", disable=not self.options.progress,
+                        unit="img")
+        try:
+            await asyncio.gather(*(self.one(batcher.submit, p, limit) for p in files))
+        finally:
+            self.bar.close()
+            await batcher.stop(drain=True)
+        return self.report
+
+    async def one(self, submit, path: Path, limit: asyncio.Semaphore) -> None:
+        stem = self.output_dir / self.names[path]
+        out, mask_out = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".mask.png")
+        if self.done(path, [out, mask_out] if self.options.masks else [out]):
+            self.report.skipped.append(path)
+            self.bar.update()
+            return
+        async with limit:
+            try:
+                result, picture = await self.translate(submit, path)
+                self.write(path, result, picture.size, out, mask_out)
+                self.report.translated.append(path)
+            except (InputError, BatcherError, OSError) as err:
+                self.report.failed.append((path, str(err)))
+                tqdm.write(f"skipped {path}: {err}")
+            finally:
+                self.bar.update()
+
+    async def translate(self, submit, path: Path) -> tuple[Result, Image.Image]:
+        if path.suffix.lower() not in EXTENSIONS:
+            raise InputError(f"not an image file ({path.suffix or 'no extension'})")
+        picture = images.decode(path.read_bytes(), self.options.max_pixels, path.name)
+        primary = self.translator.spec.default.image.name
+        masks = {k: m.resize(picture.size, Image.BILINEAR) for k, m in self.fixed_masks.items()}
+        scheme = None
+        if self.scheme is not None:
+            target, sampler, text = self.scheme
+            scheme = Scheme(target, sampler, _seed(path), f"--mask {text}")
+        request = Request({primary: picture, **self.shared}, masks, scheme, self.options.knobs)
+        return await self.translator.one(submit, request), picture
+
+    def write(self, path: Path, result: Result, size: tuple[int, int], out: Path,
+              mask_out: Path) -> None:
+        text = {STAMP: self.stamp(path)}
+        composite = result.signature.composite
+        name = composite.output if composite else result.signature.outputs[0].name
+        write_bytes(out, images.to_png(result.outputs[name][0], size, text=text))
+        shown = _mask_shown(result)
+        if self.options.masks and shown is not None:
+            t, value = shown
+            write_bytes(mask_out, images.output_png(value[0], t, size, text=text))
+
+
+def _mask_shown(result: Result) -> tuple[TensorSpec, object] | None:
+    """What --masks writes: the signature's first mask output (mask or signed mask), else its
+    mask input; None where there is neither."""
+    for t in result.signature.outputs:
+        if t.kind in ("mask", "signed_mask"):
+            return t, result.outputs[t.name]
+    for t in result.signature.of_kind("mask"):
+        return t, result.inputs[t.name]
+    return None
