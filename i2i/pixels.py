@@ -22,23 +22,32 @@ def to_uint8(t: torch.Tensor) -> torch.Tensor:
     return ((t.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def image_tensor(img: Image.Image) -> torch.Tensor:
-    """(3, H, W) float32 in [-1, 1] from a PIL image (converted to RGB)."""
-    array = np.array(img.convert("RGB"), dtype=np.uint8)            # a copy: writable
+def image_tensor(img: Image.Image, channels: int = 3) -> torch.Tensor:
+    """(channels, H, W) float32 in [-1, 1] from a PIL image: 3 channels converted to RGB, 1
+    channel converted to grey (PIL's "L": 0.299 R + 0.587 G + 0.114 B), for a model with one
+    input channel."""
+    if channels not in (1, 3):
+        raise ValueError(f"image_tensor makes 1 (grey) or 3 (RGB) channels, not {channels}; "
+                         "pass channels=1 or channels=3")
+    array = np.array(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)  # a copy
+    if channels == 1:
+        return from_uint8(torch.from_numpy(array)[None])
     return from_uint8(torch.from_numpy(array).permute(2, 0, 1))
 
 
 def image_array(t: torch.Tensor) -> np.ndarray:
-    """(C, H, W) in [-1, 1] -> (H, W, C) uint8 array."""
+    """(C, H, W) in [-1, 1] -> (H, W, C) uint8 array; a grey (1, H, W) one -> (H, W)."""
+    if t.dim() == 3 and t.shape[0] == 1:
+        return to_uint8(t)[0].numpy()
     return to_uint8(t).permute(1, 2, 0).numpy()
 
 
 def to_image(t: torch.Tensor) -> Image.Image:
-    """A PIL RGB image from one (3, H, W) tensor in [-1, 1]."""
-    if t.dim() != 3 or t.shape[0] != 3:
-        raise ValueError(f"to_image expects one (3, H, W) image, got shape {tuple(t.shape)}; "
-                         "index a batch first (to_image(batch[i]))")
-    return Image.fromarray(image_array(t), mode="RGB")
+    """A PIL RGB image from one (3, H, W) tensor in [-1, 1], a grey ("L") one from (1, H, W)."""
+    if t.dim() != 3 or t.shape[0] not in (1, 3):
+        raise ValueError(f"to_image expects one (3, H, W) image, or (1, H, W) grey, got shape "
+                         f"{tuple(t.shape)}; index a batch first (to_image(batch[i]))")
+    return Image.fromarray(image_array(t), mode="L" if t.shape[0] == 1 else "RGB")
 
 
 def mask_tensor(img: Image.Image) -> torch.Tensor:
