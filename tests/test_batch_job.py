@@ -25,7 +25,7 @@ def test_folder_translation_names_outputs_skips_bad_files_and_resumes(tmp_path, 
     make_folder(tmp_path / "in", [(20, 24), (33, 17), (16, 16), (40, 40), (9, 13)])
     args = ["--checkpoint", str(ckpt), "--input-dir", str(tmp_path / "in"),
             "--output-dir", str(tmp_path / "out"), "--masks", "--no-progress"]
-    assert main(args) == 0
+    assert main(args) == 1                                   # two files failed
     printed = capsys.readouterr().out
     assert "translated 5, already done 0, failed 2" in printed
     assert "broken.png" in printed and "notes.txt" in printed
@@ -33,7 +33,7 @@ def test_folder_translation_names_outputs_skips_bad_files_and_resumes(tmp_path, 
         assert Image.open(tmp_path / "out" / f"img{i}.png").size == size
         assert Image.open(tmp_path / "out" / f"img{i}.mask.png").size == size
     stamp = (tmp_path / "out" / "img0.png").stat().st_mtime_ns
-    assert main(args) == 0                                   # re-run: nothing redone
+    assert main(args) == 1                                   # re-run: nothing redone
     assert "translated 0, already done 5, failed 2" in capsys.readouterr().out
     assert (tmp_path / "out" / "img0.png").stat().st_mtime_ns == stamp
 

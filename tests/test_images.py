@@ -220,7 +220,7 @@ def test_grey_model_input():
     assert torch.allclose(grey[0], torch.from_numpy(luma / 127.5 - 1))
     assert grey[0, 1, 0] == 1.0 and grey[0, 0, 1] == -1.0
     assert pixels.image_tensor(img).shape == (3, 2, 2)
-    assert images.to_tensor(img, (4, 6), channels=1).shape == (1, 4, 6)
+    assert pixels.image_tensor(img.resize((6, 4)), channels=1).shape == (1, 4, 6)
     assert np.array_equal(pixels.image_array(grey), luma.astype(np.uint8))
     back = pixels.to_image(grey)
     assert back.mode == "L" and np.array_equal(np.asarray(back), luma.astype(np.uint8))

@@ -201,7 +201,9 @@ class _Job:
         async with limit:
             try:
                 result, picture = await self.translate(submit, path)
-                self.write(path, result, picture.size, out, mask_out)
+                if picture.note:
+                    tqdm.write(f"{path}: {picture.note}")
+                self.write(path, result, picture, out, mask_out)
                 self.report.translated.append(path)
             except (InputError, BatcherError, OSError) as err:
                 self.report.failed.append((path, str(err)))
@@ -209,10 +211,11 @@ class _Job:
             finally:
                 self.bar.update()
 
-    async def translate(self, submit, path: Path) -> tuple[Result, Image.Image]:
+    async def translate(self, submit, path: Path) -> tuple[Result, images.Picture]:
         if path.suffix.lower() not in EXTENSIONS:
             raise InputError(f"not an image file ({path.suffix or 'no extension'})")
-        picture = images.decode(path.read_bytes(), self.options.max_pixels, path.name)
+        given = images.decode_picture(path.read_bytes(), self.options.max_pixels, path.name)
+        picture = given.image
         primary = self.translator.spec.default.image.name
         masks = {k: m.resize(picture.size, Image.BILINEAR) for k, m in self.fixed_masks.items()}
         scheme = None
@@ -220,14 +223,15 @@ class _Job:
             target, sampler, text = self.scheme
             scheme = Scheme(target, sampler, _seed(path), f"--mask {text}")
         request = Request({primary: picture, **self.shared}, masks, scheme, self.options.knobs)
-        return await self.translator.one(submit, request), picture
+        return await self.translator.one(submit, request), given
 
-    def write(self, path: Path, result: Result, size: tuple[int, int], out: Path,
+    def write(self, path: Path, result: Result, picture: images.Picture, out: Path,
               mask_out: Path) -> None:
-        text = {STAMP: self.stamp(path)}
+        """The translation (with the input's alpha) and, with --masks, the mask."""
+        text, size = {STAMP: self.stamp(path)}, picture.image.size
         composite = result.signature.composite
         name = composite.output if composite else result.signature.outputs[0].name
-        write_bytes(out, images.to_png(result.outputs[name][0], size, text=text))
+        write_bytes(out, images.to_png(result.outputs[name][0], size, picture.alpha, text))
         shown = _mask_shown(result)
         if self.options.masks and shown is not None:
             t, value = shown

@@ -16,11 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .. import pixels
-from ..data.masks import MaskSampler
 from ..models.spec import TensorSpec
 from .protocol import ProtocolError
 
@@ -150,76 +148,56 @@ def _convert(img: Image.Image, mode: str, what: str) -> Image.Image:
                             status=415) from err
 
 
-def to_tensor(img: Image.Image, size: tuple[int, int], channels: int = 3) -> torch.Tensor:
-    """(channels, H, W) float32 in [-1, 1] at the model's size (bicubic, as the reference tests):
-    3 channels RGB, 1 channel grey (pixels.image_tensor)."""
-    if img.mode not in ("RGB", "L"):         # resize in a mode bicubic applies to
-        img = img.convert("RGB")
-    return pixels.image_tensor(img.resize((size[1], size[0]), Image.BICUBIC), channels)
-
-
-def to_mask(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    """(1, H, W) float32 in [0, 1] from a grey image (pixel / 255) at the model's size."""
-    return pixels.mask_tensor(img.convert("L").resize((size[1], size[0]), Image.BILINEAR))
-
-
-def drawn_mask(sampler: MaskSampler, picture: tuple[int, int], size: tuple[int, int],
-               seed: int, label: str = "mask") -> torch.Tensor:
-    """(1, 1, H, W) {0, 1} mask at the model's size (H, W) = size, drawn by a mask scheme
-    (i2i.data.masks) on the picture's own pixels, `picture` = (width, height), so `center` is the
-    picture's centered square, then scaled with nearest neighbours so it stays binary.
-    ProtocolError, starting with `label`, where the scheme cannot mask this picture (center on
-    a non-square one)."""
-    width, height = picture
-    try:
-        mask = sampler.sample(1, height, width, generator=seed)              # (1, 1, h, w)
-    except ValueError as err:
-        raise ProtocolError(f"{label}: {err}") from err
-    if (height, width) == tuple(size):
-        return mask
-    return F.interpolate(mask, size=tuple(size), mode="nearest-exact")
-
-
 def output_png(t: torch.Tensor, spec: TensorSpec, size: tuple[int, int],
-               alpha: Image.Image | None = None) -> bytes:
+               alpha: Image.Image | None = None, text: dict[str, str] | None = None) -> bytes:
     """One tensor (C, h, w) as PNG bytes at `size` = (width, height), drawn by its kind: a mask
     as grey (which reads back as a mask input), a signed mask as red/blue, an image as itself;
-    with the input's `alpha` ("L") as its transparency when given (png_bytes)."""
+    with the input's `alpha` ("L") as its transparency and `text` chunks when given
+    (png_bytes)."""
     draw = {"mask": grey_png, "signed_mask": mask_png, "image": to_png}
-    return draw[spec.kind](t, size, alpha)
+    return draw[spec.kind](t, size, alpha, text)
 
 
-def to_png(t: torch.Tensor, size: tuple[int, int], alpha: Image.Image | None = None) -> bytes:
+def to_png(t: torch.Tensor, size: tuple[int, int], alpha: Image.Image | None = None,
+           text: dict[str, str] | None = None) -> bytes:
     """(3, h, w) (or grey (1, h, w)) in [-1, 1] -> PNG bytes resized to `size` = (width,
     height), with `alpha` as its transparency when given."""
     img = Image.fromarray(pixels.image_array(t)).resize(size, Image.BICUBIC)
-    return png_bytes(img, alpha)
+    return png_bytes(img, alpha, text)
 
 
-def mask_png(m: torch.Tensor, size: tuple[int, int], alpha: Image.Image | None = None) -> bytes:
+def mask_png(m: torch.Tensor, size: tuple[int, int], alpha: Image.Image | None = None,
+             text: dict[str, str] | None = None) -> bytes:
     """(C, h, w) mask in [-1, 1] -> a diverging picture: red adds, blue removes, white 0."""
     v = m.detach().float().mean(0).clamp(-1, 1).cpu().numpy()          # (h, w)
     pos, neg = np.clip(v, 0, 1)[..., None], np.clip(-v, 0, 1)[..., None]
     white = np.ones(v.shape + (3,))
     rgb = white - pos * np.array([0.0, 0.85, 0.85]) - neg * np.array([0.85, 0.85, 0.0])
     img = Image.fromarray((rgb * 255).round().astype(np.uint8)).resize(size, Image.NEAREST)
-    return png_bytes(img, alpha)
+    return png_bytes(img, alpha, text)
 
 
-def grey_png(m: torch.Tensor, size: tuple[int, int], alpha: Image.Image | None = None) -> bytes:
+def grey_png(m: torch.Tensor, size: tuple[int, int], alpha: Image.Image | None = None,
+             text: dict[str, str] | None = None) -> bytes:
     """(1, h, w) mask in [0, 1] -> grey PNG (pixel = round(255 m)) at `size` = (width, height)."""
-    return png_bytes(Image.fromarray(pixels.mask_array(m)).resize(size, Image.BILINEAR), alpha)
+    img = Image.fromarray(pixels.mask_array(m)).resize(size, Image.BILINEAR)
+    return png_bytes(img, alpha, text)
 
 
-def png_bytes(img: Image.Image, alpha: Image.Image | None = None) -> bytes:
+def png_bytes(img: Image.Image, alpha: Image.Image | None = None,
+              text: dict[str, str] | None = None) -> bytes:
     """PNG bytes of `img`; with `alpha` (any size, read as "L", resized bilinearly to the
-    image's size where it differs) an RGBA PNG, or LA for a grey image."""
+    image's size where it differs) an RGBA PNG, or LA for a grey image; `text`: tEXt chunks
+    (what made the picture)."""
     if alpha is not None:
         alpha = alpha.convert("L")
         if alpha.size != img.size:
             alpha = alpha.resize(img.size, Image.BILINEAR)
         img = img.convert("L" if img.mode in ("L", "1") else "RGB")    # a copy: putalpha
         img.putalpha(alpha)                                              # changes it in place
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
     buffer = io.BytesIO()
-    img.save(buffer, format="PNG")
+    img.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()

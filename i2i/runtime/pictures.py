@@ -80,7 +80,7 @@ def _tensor(picture: Picture, t: TensorSpec) -> torch.Tensor:
         return picture.detach().to("cpu", torch.float32)[None]
     if t.kind == "mask":
         return pixels.mask_tensor(picture)[None]
-    return pixels.image_tensor(picture)[None]
+    return pixels.image_tensor(picture, t.channels)[None]          # grey for 1 channel
 
 
 def full_size_check(spec: EngineSpec, inputs: dict[str, torch.Tensor]) -> ModelSpec:

@@ -197,7 +197,8 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
         knobs = knob_inputs(query, spec)
         scheme = _scheme(query, name, service.mask, files)
         policy = _resolution(query)
-        decoded, masks = _decode(files, spec, config.max_pixels, scheme)
+        given, masks = _decode(files, spec, config.max_pixels, scheme)
+        decoded = {k: p.image for k, p in given.items()}
         inputs = build_inputs(spec, decoded, masks, scheme, knobs)
         signature = full_size_check(spec, inputs)
         # ?output=NAME: an output, or a mask input as it was used
@@ -209,10 +210,12 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
             raise ProtocolError(f"output={want!r} is not an output of {name}; choose from "
                                 f"{list(described)}")
         outputs = await resolution.translate(service.infer, spec, signature, inputs, policy)
-        size = decoded[described[want].over or signature.image.name].size
+        over = given[described[want].over or signature.image.name]
         shown = outputs[want] if want in outputs else inputs[want]
-        return Response(images.output_png(shown[0], described[want], size),
-                        media_type="image/png")
+        notes = [p.note for p in given.values() if p.note]
+        return Response(images.output_png(shown[0], described[want], over.image.size,
+                                          over.alpha), media_type="image/png",
+                        headers={"i2i-note": "; ".join(notes)} if notes else None)
 
     async def metrics(request: Request) -> Response:
         service.metrics.queue_depth.set(service.batcher.stats.queue_depth)
@@ -348,8 +351,8 @@ def _scheme(query, model: str, mask: TensorSpec | None, files: dict[str, bytes]
 
 def _decode(files: dict[str, bytes], spec: EngineSpec, max_pixels: int,
             scheme: Scheme | None = None
-            ) -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
-    """The uploaded pictures and grey mask pictures by input name."""
+            ) -> tuple[dict[str, images.Picture], dict[str, Image.Image]]:
+    """The uploaded pictures (with their alpha and notes) and grey mask pictures by name."""
     primary = spec.default.image.name
     if primary not in files:
         raise ProtocolError(f"send an image: the raw request body, or a multipart field "
@@ -366,7 +369,7 @@ def _decode(files: dict[str, bytes], spec: EngineSpec, max_pixels: int,
                             f"{required.name!r}, or name a scheme in the query, e.g. "
                             "?mask=center:0.5 or ?mask=rects&seed=0")
     kinds = input_kinds(spec)
-    pictures = {n: images.decode(data, max_pixels, n) for n, data in files.items()
+    pictures = {n: images.decode_picture(data, max_pixels, n) for n, data in files.items()
                 if kinds.get(n) == "image"}
     masks = {n: images.decode(data, max_pixels, n, mode="L") for n, data in files.items()
              if kinds.get(n) == "mask"}
