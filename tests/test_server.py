@@ -148,6 +148,23 @@ BAD = [
 ]
 
 
+def test_translate_keeps_alpha_and_native_size_and_says_when_frames_were_dropped(server):
+    rgba = np.dstack([pixels(37, 23, 5), np.tile(np.arange(37, dtype=np.uint8) * 6, (23, 1))])
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
+    status, body = post(f"{server.url}/v1/translate?resolution=native", buffer.getvalue())
+    out = Image.open(io.BytesIO(body))
+    assert status == 200 and out.mode == "RGBA" and out.size == (37, 23)
+    assert np.array_equal(np.asarray(out)[..., 3], rgba[..., 3])
+    frames = [Image.fromarray(pixels(20, 16, i)) for i in range(3)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    request = urllib.request.Request(f"{server.url}/v1/translate", data=gif.getvalue(),
+                                     method="POST", headers=auth())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert "first of 3 frames" in response.headers["i2i-note"]
+
+
 def test_strength_picks_the_signature_that_runs_it_in_the_model(server):
     """?strength= and a KServe `strength` input run the model's strength signature: the same
     answer either way, and 0 gives the input back."""

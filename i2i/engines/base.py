@@ -89,24 +89,28 @@ class Engine(Protocol):
     def run(self, batch: Batch) -> dict[str, torch.Tensor]: ...
 
 
-def check_batch(spec: EngineSpec, batch: Batch) -> int:
+def check_batch(spec: EngineSpec, batch: Batch, sizes: bool = True) -> int:
     """The row count N of a batch that fits one of `spec`'s signatures (spec.signature(batch)
     names it); InputError saying what to change otherwise: names, rank, dtype, channels, size,
-    rows, and the values of masks and knobs."""
+    rows, and the values of masks and knobs. sizes=False: any H x W the inputs share (a
+    picture before a resolution policy brings it to sizes the engine takes)."""
     signature = spec.signatures[spec.signature(batch)]
-    rows, sizes = set(), set()
+    rows, spatial = set(), {}
     for t in signature.inputs:
         x = batch[t.name]
         rows.add(_check_tensor(t, x))
         if t.spatial:
-            sizes.add(_check_size(spec, t, x))
+            spatial.setdefault((int(x.shape[2]), int(x.shape[3])), t.name)
     shapes = ", ".join(f"{t.name!r} is {list(batch[t.name].shape)}" for t in signature.inputs)
     if len(rows) != 1:
         raise InputError(f"inputs have different batch sizes {sorted(rows)} ({shapes}); give "
                          "every input the same number of rows")
-    if len(sizes) > 1:
-        raise InputError(f"inputs have different sizes {sorted(sizes)} ({shapes}); give every "
-                         "input the image's height and width")
+    if len(spatial) > 1:
+        raise InputError(f"inputs have different sizes {sorted(spatial)} ({shapes}); give "
+                         "every input the image's height and width")
+    if sizes and spatial:
+        (size, name), = spatial.items()
+        _check_size(spec, signature, name, size)
     n = rows.pop()
     if not 1 <= n <= spec.max_batch_size:
         raise InputError(f"batch of {n} rows; this engine takes 1 to {spec.max_batch_size} "
@@ -135,18 +139,18 @@ def _check_tensor(t: TensorSpec, x: object) -> int:
     return int(x.shape[0])
 
 
-def _check_size(spec: EngineSpec, t: TensorSpec, x: torch.Tensor) -> tuple[int, int]:
-    h, w = int(x.shape[2]), int(x.shape[3])
+def _check_size(spec: EngineSpec, signature: ModelSpec, name: str, size: tuple[int, int]
+                ) -> None:
+    h, w = size
     if spec.size is not None and (h, w) != spec.size:
-        raise InputError(f"input {t.name!r} is {h}x{w}; this {spec.device} engine takes only "
+        raise InputError(f"input {name!r} is {h}x{w}; this {spec.device} engine takes only "
                          f"{spec.size[0]}x{spec.size[1]} images (fixed at export): resize, or "
                          "re-export with --size, or use the onnxruntime engine")
-    m = spec.size_multiple
-    if h % m or w % m or h < m or w < m:
-        raise InputError(f"input {t.name!r} is {h}x{w}; height and width must be positive "
-                         f"multiples of {m} (pad or resize to {-(-h // m) * m}x"
-                         f"{-(-w // m) * m})")
-    return h, w
+    m, least = spec.size_multiple, max(spec.size_multiple, signature.min_size)
+    if h % m or w % m or min(h, w) < least:
+        raise InputError(f"input {name!r} is {h}x{w}; height and width must be multiples "
+                         f"of {m} (at least {least}; pad or resize to "
+                         f"{max(-(-h // m) * m, least)}x{max(-(-w // m) * m, least)})")
 
 
 def _check_values(t: TensorSpec, x: torch.Tensor) -> None:

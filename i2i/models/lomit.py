@@ -166,6 +166,9 @@ def upsample_mask(mask: torch.Tensor) -> torch.Tensor:
     return F.interpolate(mask, scale_factor=4, mode="bilinear", align_corners=False)
 
 
+MIN_SIZE = 16                       # H and W the style encoders can take
+
+
 class LomitTranslator(nn.Module):
     size_multiple = 4
 
@@ -218,8 +221,10 @@ def lomit_signatures(config: LomitConfig) -> dict[str, ModelSpec]:
     # HAdaIN restyles where the mask is 1 and keeps the input's style where it is 0: the
     # translation is, to a close approximation, a blend of the input through the mask.
     blend = Composite("translation", "mask", "blend")
+    # The style encoders halve four times, the last with a 4x4 kernel: at least 16 pixels.
     return {"default": ModelSpec(images, (image_spec("translation", c), mask_spec("mask"),
-                                          exemplar_mask), multiple, c, composite=blend),
+                                          exemplar_mask), multiple, c, composite=blend,
+                                 min_size=MIN_SIZE),
             "masked": ModelSpec((*images, mask_spec("mask")),
                                 (image_spec("translation", c), exemplar_mask), multiple, c,
-                                method="masked", composite=blend)}
+                                method="masked", composite=blend, min_size=MIN_SIZE)}

@@ -97,6 +97,7 @@ class ModelSpec:
     channels: int = 3
     method: str = "forward"
     composite: Composite | None = None  # None: the output is not a masked change of the input
+    min_size: int = 0               # the smallest H and W it takes, where above size_multiple
     names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -116,7 +117,8 @@ class ModelSpec:
     def to_dict(self) -> dict:
         return {"method": self.method, "inputs": [t.to_dict() for t in self.inputs],
                 "outputs": [t.to_dict() for t in self.outputs],
-                "composite": asdict(self.composite) if self.composite else None}
+                "composite": asdict(self.composite) if self.composite else None,
+                "min_size": self.min_size}
 
     def of_kind(self, kind: str) -> tuple[TensorSpec, ...]:
         return tuple(t for t in self.inputs if t.kind == kind)
@@ -126,14 +128,20 @@ class ModelSpec:
         """The first image input: the picture a request translates."""
         return self.of_kind("image")[0]
 
+    @property
+    def smallest(self) -> int:
+        """The smallest height and width the architecture takes."""
+        return max(self.size_multiple, self.min_size)
+
     def check_size(self, height: int, width: int) -> None:
         """Raise InputError when the architecture cannot take an H x W image."""
         m = self.size_multiple
-        if height % m or width % m or height < m or width < m:
+        if height % m or width % m or min(height, width) < self.smallest:
             raise InputError(
                 f"image size {height}x{width} is not supported: height and width must be "
-                f"positive multiples of {m} for this model (try {_round_up(height, m)}x"
-                f"{_round_up(width, m)})")
+                f"multiples of {m}, at least {self.smallest}, for this model (try "
+                f"{max(_round_up(height, m), self.smallest)}x"
+                f"{max(_round_up(width, m), self.smallest)})")
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -167,5 +175,5 @@ def signatures_from_dict(entries: dict[str, dict], size_multiple: int
         channels = next((t.channels for t in inputs if t.kind == "image"), 3)
         composite = Composite(**entry["composite"]) if entry.get("composite") else None
         out[name] = ModelSpec(inputs, outputs, size_multiple, channels, entry["method"],
-                              composite)
+                              composite, int(entry.get("min_size", 0)))
     return out

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if bool(args.input_dir) != bool(args.output_dir):
             raise ValueError("--input-dir and --output-dir go together")
-        if (args.exemplar or args.input) and not args.input_dir:
+        if (args.exemplar or args.pictures) and not args.input_dir:
             flag = "--exemplar" if args.exemplar else "--input"
             raise ValueError(f"{flag} goes with --input-dir; a served model takes its pictures "
                              "with each request")

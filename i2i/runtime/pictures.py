@@ -85,7 +85,7 @@ def _tensor(picture: Picture, t: TensorSpec) -> torch.Tensor:
 
 def full_size_check(spec: EngineSpec, inputs: dict[str, torch.Tensor]) -> ModelSpec:
     """The signature the inputs pick, after checking them at full size (any H x W)."""
-    check_batch(dataclasses.replace(spec, size=None, size_multiple=1), inputs)
+    check_batch(dataclasses.replace(spec, max_batch_size=1), inputs, sizes=False)
     return spec.signatures[spec.signature(inputs)]
 
 

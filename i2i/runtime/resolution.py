@@ -83,8 +83,9 @@ async def translate(run: Run, spec: EngineSpec, signature: ModelSpec, inputs: Te
     if policy == "resize":
         return await _resized(run, signature, inputs, spec.size or spec.default_size, size)
     if policy == "mask":
-        return await _masked(run, signature, inputs, _mask_working(resolution, spec, size))
-    return await _tiled(run, signature, inputs, _tile_side(resolution, spec))
+        return await _masked(run, signature, inputs,
+                             _mask_working(resolution, spec, signature, size))
+    return await _tiled(run, signature, inputs, _tile_side(resolution, spec, signature))
 
 
 def _size(signature: ModelSpec, inputs: Tensors) -> tuple[int, int]:
@@ -130,7 +131,9 @@ def pad(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 async def _native(run: Run, signature: ModelSpec, inputs: Tensors, multiple: int) -> Tensors:
     h, w = _size(signature, inputs)
-    height, width = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    least = max(multiple, signature.min_size)
+    height = max(-(-h // multiple) * multiple, least)
+    width = max(-(-w // multiple) * multiple, least)
     padded = {k: pad(v, height, width) if v.dim() == 4 else v for k, v in inputs.items()}
     out = await run(padded)
     return {k: v[:, :, :h, :w] for k, v in out.items()}
@@ -145,8 +148,8 @@ async def _resized(run: Run, signature: ModelSpec, inputs: Tensors, model_size: 
     return {t.name: resample(out[t.name], size, t) for t in signature.outputs}
 
 
-def _mask_working(resolution: Resolution, spec: EngineSpec, size: tuple[int, int]
-                  ) -> tuple[int, int]:
+def _mask_working(resolution: Resolution, spec: EngineSpec, signature: ModelSpec,
+                  size: tuple[int, int]) -> tuple[int, int]:
     """The working H x W of the mask policy: the picture's aspect, the long side at the working
     size (never above the picture's own), multiples of the model's size multiple; the engine's
     own size where it is fixed."""
@@ -154,8 +157,8 @@ def _mask_working(resolution: Resolution, spec: EngineSpec, size: tuple[int, int
         return spec.size
     long_side = resolution.working or max(spec.default_size)
     scale = min(1.0, long_side / max(size))
-    m = spec.size_multiple
-    return _round(size[0] * scale, m), _round(size[1] * scale, m)
+    m, least = spec.size_multiple, max(spec.size_multiple, signature.min_size)
+    return max(_round(size[0] * scale, m), least), max(_round(size[1] * scale, m), least)
 
 
 async def _masked(run: Run, signature: ModelSpec, inputs: Tensors, working: tuple[int, int]
@@ -182,10 +185,12 @@ async def _masked(run: Run, signature: ModelSpec, inputs: Tensors, working: tupl
     return full
 
 
-def _tile_side(resolution: Resolution, spec: EngineSpec) -> tuple[int, int]:
+def _tile_side(resolution: Resolution, spec: EngineSpec, signature: ModelSpec
+               ) -> tuple[int, int]:
     if spec.size is not None:
         return spec.size
-    side = _round(resolution.working or DEFAULT_TILE, spec.size_multiple)
+    side = max(_round(resolution.working or DEFAULT_TILE, spec.size_multiple),
+               signature.smallest)
     return side, side
 
 

@@ -26,7 +26,7 @@ def add_folder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exemplar", type=Path,
                    help="the exemplar every input is translated towards (lomit); short for "
                         "--input exemplar=PATH")
-    p.add_argument("--input", action="append", metavar="NAME=PATH",
+    p.add_argument("--input", action="append", metavar="NAME=PATH", dest="pictures",
                    help="a picture for the model's image input NAME besides the translated "
                         "one, used for every input (repeatable)")
     p.add_argument("--mask", metavar="SPEC_OR_FILE",
@@ -56,7 +56,7 @@ def folder_options(args, max_batch: int):
 
 
 def _pairs(args) -> dict[str, Path]:
-    pairs = _split(args.input, "--input", "exemplar=ref.png")
+    pairs = _split(args.pictures, "--input", "exemplar=ref.png")
     pictures = {name: Path(path) for name, path in pairs}
     if args.exemplar:
         pictures["exemplar"] = args.exemplar
