@@ -55,11 +55,13 @@ def run_demo(runs: Path, out: Path, steps: int = DEMO_STEPS, exports: Path | Non
     export_seconds = time.perf_counter() - started
     from .demo_serve import serve_demo
     served = serve_demo(export_dir, images, out)
+    from .demo_photo import real_size
+    photo = real_size(export_dir, out)
     summary = {"checkpoint": str(checkpoint), "steps": steps, "train_seconds": train_seconds,
                "metrics": metrics.to_dict(), "machine": sysinfo.machine(), "options": DEMO,
                "export": {"dir": str(export_dir), "seconds": export_seconds,
                           "artifacts": _default_artifacts(export_dir)},
-               "serving": served}
+               "serving": served, "real_size": photo}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report(summary))
     return summary
@@ -78,6 +80,8 @@ def _exported(export_dir: Path, checkpoint: Path) -> bool:
 
 
 def report(s: dict) -> str:
+    from .demo_photo import section
+
     m = s["metrics"]
     verdict = ("the outputs are squarer than the inputs" if m["iou_output"] > m["iou_input"] +
                0.02 else "the outputs are NOT measurably squarer than the inputs")
@@ -129,7 +133,8 @@ requests from {s['serving']['clients']} tritonclient workers, and 8 as PNG uploa
 ![served](served.png)
 
 Top: inputs; bottom: the PNGs /v1/translate returned.
-"""
+
+""" + section(s["real_size"])
 
 
 def parity_table(artifacts: dict) -> str:

@@ -33,3 +33,8 @@ def test_demo_writes_translations_curve_and_report(tmp_path):
     assert serving["requests"] == 64 and serving["max_abs_vs_engine"] < 1e-5
     assert serving["batches"] >= 1 and serving["mean_batch"] >= 1.0
     assert Image.open(out / "served.png").width > 0 and "## Serving" in report
+    # One real-size picture through the native and mask policies, in the report.
+    real = recorded["real_size"]
+    assert real["size"] == [1200, 900] and "## A real-size picture" in report
+    assert real["calm_max_change"] <= 1 and real["native_seconds"] > 0
+    assert Image.open(out / "real-size.png").width > 1000
