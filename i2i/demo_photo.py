@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from . import pixels
 from .api import open as open_model
@@ -43,11 +43,13 @@ def _figure(picture: Image.Image, shown: dict[str, Image.Image], path: Path) -> 
     small = (w // 3, h // 3)
     top, left = int(0.45 * h) - CROP // 2, int(0.3 * w + 0.28 * h) - CROP // 2
     pictures = [picture, shown["native"], shown["mask"]]
-    canvas = Image.new("RGB", (3 * (small[0] + 8) + 8, small[1] + CROP + 24), "white")
-    for i, p in enumerate(pictures):
+    canvas = Image.new("RGB", (3 * (small[0] + 8) + 8, small[1] + CROP + 40), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (p, label) in enumerate(zip(pictures, ("input", "native", "mask"), strict=True)):
         canvas.paste(p.resize(small, Image.BILINEAR), (8 + i * (small[0] + 8), 8))
         canvas.paste(p.crop((left, top, left + CROP, top + CROP)),
                      (8 + i * (small[0] + 8), small[1] + 16))
+        draw.text((8 + i * (small[0] + 8), small[1] + CROP + 22), label, fill=(0, 0, 0))
     canvas.save(path)
 
 
