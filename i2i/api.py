@@ -86,7 +86,8 @@ class Model:
     def _picture(self, value: PictureLike, name: str, kind: str) -> Image.Image | torch.Tensor:
         mode = "L" if kind == "mask" else "RGB"
         if isinstance(value, str | Path):
-            return decoding.decode(Path(value).read_bytes(), self.max_pixels, str(value), mode)
+            return decoding.decode(Path(value).read_bytes(), self.max_pixels, str(value), mode,
+                                   limit_hint="i2i.open(..., max_pixels=N)")
         if isinstance(value, Image.Image):
             return value.convert(mode)
         if isinstance(value, np.ndarray):
@@ -129,7 +130,7 @@ def _give_back(item: PictureLike, shown: tuple[TensorSpec, torch.Tensor]) -> Any
 
 def open(model: str | Path, *, engine: str | None = None, device: str = "auto",
          precision: str = "auto", resolution: str = "auto", working: int | None = None,
-         max_batch: int = 8) -> Model:
+         max_batch: int = 8, max_pixels: int = decoding.DEFAULT_MAX_PIXELS) -> Model:
     """Open a checkpoint (.safetensors) or an i2i-export folder. engine: eager, fused,
     onnxruntime, tensorrt or aoti (default onnxruntime for an export, eager for a checkpoint);
     resolution: auto, native, tile, mask or resize (i2i.runtime.resolution)."""
@@ -139,14 +140,14 @@ def open(model: str | Path, *, engine: str | None = None, device: str = "auto",
                          export_dir=path if export else None,
                          checkpoint=None if export else path, device=device,
                          precision=precision, max_batch_size=max_batch)
-    return Model(opened, resolution, working, max_batch)
+    return Model(opened, resolution, working, max_batch, max_pixels)
 
 
 def translate(images: PictureLike | list[PictureLike], model: str | Path | Model, **kwargs: Any
               ) -> Any:
     """Translate one picture or a list with `model` (a path: see open(); or an opened Model).
     Keyword arguments: those of open() and of Model.translate()."""
-    opening = {k: kwargs.pop(k) for k in ("engine", "device", "precision", "max_batch")
-               if k in kwargs}
+    opening = {k: kwargs.pop(k) for k in ("engine", "device", "precision", "max_batch",
+                                          "max_pixels") if k in kwargs}
     opened = model if isinstance(model, Model) else open(model, **opening)
     return opened.translate(images, **kwargs)

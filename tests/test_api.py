@@ -133,6 +133,13 @@ def test_exemplars_masks_and_schemes_by_name(tmp_path):
         masked.translate(photo(36, 24), mask=Image.fromarray(np.zeros((24, 36), np.uint8)))
 
 
+def test_a_picture_over_the_limit_names_the_setting(additive, tmp_path):
+    photo(64, 48).save(tmp_path / "big.png")
+    with pytest.raises(InputError, match=r"3072 pixels; the limit is 1000 \(raise it with "
+                                         r"i2i.open\(\.\.\., max_pixels=N\)"):
+        i2i.translate(str(tmp_path / "big.png"), model=additive, max_pixels=1000)
+
+
 def test_a_one_channel_model_is_fed_grey(tmp_path):
     torch.manual_seed(0)
     config = make_config("additive", {"ngf": 4, "n_blocks": 1, "channels": 1})
