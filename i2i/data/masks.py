@@ -101,6 +101,10 @@ class CenterSquare:
 # Multiple rectangles (Algorithm 1)
 
 
+MAX_RECTS = 100                     # the most rectangles a scheme may ask for
+MAX_DRAWS = 1000                    # rectangles drawn at most for one mask: bounded work
+
+
 @dataclass(frozen=True)
 class RandomRects:
     """The paper's Algorithm 1, per image: draw k uniformly from 1..max_rects, then add random
@@ -127,6 +131,9 @@ class RandomRects:
         _in_range("rects", "max_size", self.max_size, self.min_size, 1.0)
         if self.max_rects < 1:
             raise ValueError(f"rects: max_rects must be >= 1, got {self.max_rects}")
+        if self.max_rects > MAX_RECTS:
+            raise ValueError(f"rects: max_rects must be at most {MAX_RECTS}, got "
+                             f"{self.max_rects}")
 
     def sample(self, n: int, height: int, width: int, generator: Seed = None) -> torch.Tensor:
         _check_size(n, height, width)
@@ -140,10 +147,16 @@ class RandomRects:
         mask = torch.zeros(height, width, dtype=torch.bool)
         wanted = _randint(1, self.max_rects, g)
         rows, cols = self._extent(height), self._extent(width)
-        drawn, needed = 0, self.min_area * height * width
-        while drawn < wanted or int(mask.sum()) < needed:
+        drawn, covered, needed = 0, 0, self.min_area * height * width
+        while drawn < wanted or covered < needed:
+            if drawn >= MAX_DRAWS:
+                raise ValueError(f"rects: {MAX_DRAWS} rectangles of at most max_size="
+                                 f"{self.max_size:g} covered {covered / (height * width):.3f} "
+                                 f"of the picture, short of min_area={self.min_area:g}; raise "
+                                 "min_size or max_size, or lower min_area")
             i0, i1 = _interval(height, *rows, g)
             j0, j1 = _interval(width, *cols, g)
+            covered += int((~mask[i0:i1, j0:j1]).sum())         # newly covered pixels
             mask[i0:i1, j0:j1] = True
             drawn += 1
         return mask

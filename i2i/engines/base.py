@@ -115,9 +115,8 @@ def check_batch(spec: EngineSpec, batch: Batch, sizes: bool = True) -> int:
     if not 1 <= n <= spec.max_batch_size:
         raise InputError(f"batch of {n} rows; this engine takes 1 to {spec.max_batch_size} "
                          "rows per run (split the batch)")
-    for t in signature.inputs:
-        if t.kind in ("mask", "knob"):          # they weight a blend: values matter
-            _check_values(t, batch[t.name])
+    for t in signature.inputs:                  # every value in its kind's range
+        _check_values(t, batch[t.name])
     return n
 
 

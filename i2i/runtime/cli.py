@@ -40,7 +40,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=os.environ.get("I2I_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $I2I_API_KEY, if set)")
     p.add_argument("--max-body-mb", type=float, default=64.0)
-    p.add_argument("--max-pixels", type=int, default=4096 * 4096)
+    p.add_argument("--max-pixels", type=int, default=4096 * 4096,
+                   help="pictures with more pixels are refused before decoding (413)")
+    p.add_argument("--max-run-pixels", type=int, default=2048 * 2048,
+                   help="N x H x W one KServe request may give the engine (413 above it); "
+                        "/v1/translate tiles pictures beyond it")
+    p.add_argument("--max-connections", type=int, default=512,
+                   help="open connections and requests at once; more get 503")
+    p.add_argument("--header-timeout-s", type=float, default=10.0,
+                   help="a request's line and headers must arrive within this")
+    p.add_argument("--body-timeout-s", type=float, default=60.0,
+                   help="a request's body must arrive within this (408 after it)")
+    p.add_argument("--keep-alive-s", type=float, default=5.0,
+                   help="idle keep-alive connections are closed after this")
+    p.add_argument("--max-inflight-mb", type=float, default=512.0,
+                   help="request bodies held at once, in all; more get 503")
+    p.add_argument("--drain-s", type=float, default=1.0,
+                   help="on SIGTERM: time to read requests already sent before shutting down")
     p.add_argument("--input-dir", type=Path, help="translate this folder instead of serving "
                                                   "(the same as i2i-translate)")
     p.add_argument("--output-dir", type=Path, help="where --input-dir's translations go")
@@ -82,22 +98,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.input_dir:
         return run_folder(engine, args.input_dir, args.output_dir,
                           folder_options(args, min(args.max_batch, 16)), "i2i-serve")
-    import uvicorn
-
     from .server import ServerConfig, create_app
+    from .serving import Limits, serve
     config = ServerConfig(max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
                           max_queue=args.max_queue, timeout_ms=args.timeout_ms,
                           api_key=args.api_key, max_body_bytes=int(args.max_body_mb * 2**20),
-                          max_pixels=args.max_pixels)
+                          max_pixels=args.max_pixels, max_run_pixels=args.max_run_pixels,
+                          body_timeout_s=args.body_timeout_s,
+                          max_inflight_bytes=int(args.max_inflight_mb * 2**20))
     app = create_app(engine, config)
     print(f"serving {engine.spec.model} ({engine.name}) on http://{args.host}:{args.port}",
           flush=True)
-    # uvicorn stops accepting on SIGTERM/SIGINT, lets running requests finish, then runs the
-    # app's shutdown, which drains the batcher's queue. Afterwards it re-raises the signal it
-    # caught; this handler turns that SIGTERM into a clean exit 0.
+    # On SIGTERM/SIGINT the server stops accepting, reads the requests already sent, lets
+    # running requests finish, then runs the app's shutdown, which drains the batcher's queue
+    # (serving.py). Afterwards uvicorn re-raises the signal it caught; this handler turns that
+    # SIGTERM into a clean exit 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=60)
+    serve(app, args.host, args.port, Limits(args.max_connections, args.header_timeout_s,
+                                            args.keep_alive_s, args.drain_s))
     return 0
 
 

@@ -90,8 +90,9 @@ def full_size_check(spec: EngineSpec, inputs: dict[str, torch.Tensor]) -> ModelS
 
 
 async def translate(run: Run, spec: EngineSpec, inputs: dict[str, torch.Tensor],
-                    resolution: Resolution) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
-    """(the signature, its outputs at the picture's size)."""
+                    resolution: Resolution, cpu=policies.inline
+                    ) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
+    """(the signature, its outputs at the picture's size); cpu: see resolution.translate."""
     signature = full_size_check(spec, inputs)
-    outputs = await policies.translate(run, spec, signature, inputs, resolution)
+    outputs = await policies.translate(run, spec, signature, inputs, resolution, cpu)
     return signature, outputs

@@ -10,6 +10,7 @@ a 4xx status.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,36 +37,84 @@ class InferRequest:
     timeout_ms: float | None
 
 
-def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
-    """Decode a v2 infer request into float32 tensors by input name."""
+MAX_DEPTH = 16                      # JSON nesting a request may use (it needs 4)
+
+
+def parse_infer(body: bytes, header_length: str | None, max_elements: int | None = None
+                ) -> InferRequest:
+    """Decode a v2 infer request into float32 tensors by input name. max_elements: the most
+    values one request may carry in all (checked from the declared shapes before any data is
+    converted)."""
     json_part, blobs = _split(body, header_length)
-    try:
-        request = json.loads(json_part)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ProtocolError(f"request body is not valid JSON: {err}") from err
+    request = _json(json_part)
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise ProtocolError("request must be a JSON object with an 'inputs' list")
+    params = _object(request.get("parameters"), "parameters")
+    declared = [_declared(item) for item in request["inputs"]]
+    total = sum(count for _, _, count in declared)
+    if max_elements is not None and total > max_elements:
+        raise ProtocolError(f"the inputs hold {total} values; this server takes at most "
+                            f"{max_elements} per request (raise it with --max-pixels)",
+                            status=413)
     inputs, offset = {}, 0
-    for item in request["inputs"]:
-        name, array, offset = _input(item, blobs, offset)
+    for item, (name, shape, count) in zip(request["inputs"], declared, strict=True):
+        array, offset = _input(item, name, shape, count, blobs, offset)
         if name in inputs:
             raise ProtocolError(f"input {name!r} is given twice")
         inputs[name] = torch.from_numpy(np.array(array, dtype=np.float32))   # own, writable
     if offset != len(blobs):
         raise ProtocolError(f"binary data holds {len(blobs)} bytes but the inputs declare "
                             f"{offset}")
-    params = request.get("parameters") or {}
-    binary_default = bool(params.get("binary_data_output", False))
+    binary_default = _flag(params.get("binary_data_output", False), "binary_data_output")
     outputs = {}
     for item in request.get("outputs") or []:
-        if not isinstance(item, dict) or "name" not in item:
-            raise ProtocolError("each requested output needs a 'name'")
-        outputs[item["name"]] = bool((item.get("parameters") or {}).get("binary_data",
-                                                                         binary_default))
-    timeout = params.get("timeout")
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ProtocolError("each requested output needs a 'name' (a string)")
+        options = _object(item.get("parameters"), f"output {item['name']!r} parameters")
+        outputs[item["name"]] = _flag(options.get("binary_data", binary_default), "binary_data")
     return InferRequest(id=request.get("id"), inputs=inputs, binary_outputs=outputs or
-                        {"*": binary_default},
-                        timeout_ms=float(timeout) / 1000 if timeout else None)  # timeout in us
+                        {"*": binary_default}, timeout_ms=_timeout(params.get("timeout")))
+
+
+def _json(text: bytes) -> object:
+    """The parsed JSON, refusing nesting deeper than MAX_DEPTH before the parser recurses."""
+    depth = deepest = 0
+    for byte in text:                   # brackets inside strings only overcount: still safe
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                raise ProtocolError(f"request JSON is nested more than {MAX_DEPTH} levels deep")
+        elif byte in b"]}":
+            depth -= 1
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ProtocolError(f"request body is not valid JSON: {err}") from err
+
+
+def _object(value: object, what: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _flag(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{what} must be true or false, got {value!r}")
+    return value
+
+
+def _timeout(value: object) -> float | None:
+    """The request's timeout parameter (microseconds) in milliseconds, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+            value) or value <= 0:
+        raise ProtocolError(f"timeout must be a positive number of microseconds, got {value!r}")
+    return float(value) / 1000
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -80,26 +129,39 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:n], body[n:]
 
 
-def _input(item: object, blobs: bytes, offset: int) -> tuple[str, np.ndarray, int]:
+def _declared(item: object) -> tuple[str, list[int], int]:
+    """(name, shape, element count) of one input entry, checked before any data is read."""
     if not isinstance(item, dict) or not {"name", "shape", "datatype"} <= set(item):
         raise ProtocolError("each input needs 'name', 'shape' and 'datatype'")
-    name, shape, datatype = item["name"], item["shape"], item["datatype"]
+    name, shape = item["name"], item["shape"]
+    if not isinstance(name, str):
+        raise ProtocolError(f"an input name must be a string, got {name!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                              and d >= 0 for d in shape):
+        raise ProtocolError(f"input {name!r} has an invalid shape {shape!r}")
+    return name, shape, math.prod(shape)       # Python ints: no overflow
+
+
+def _input(item: dict, name: str, shape: list[int], count: int, blobs: bytes, offset: int
+           ) -> tuple[np.ndarray, int]:
+    datatype = item["datatype"]
     if datatype not in DATATYPES:
         raise ProtocolError(f"input {name!r} has datatype {datatype}; this model takes "
                             f"{' or '.join(DATATYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise ProtocolError(f"input {name!r} has an invalid shape {shape!r}")
-    count = int(np.prod(shape)) if shape else 1
     dtype = np.dtype(DATATYPES[datatype])
-    size = (item.get("parameters") or {}).get("binary_data_size")
+    size = _object(item.get("parameters"), f"input {name!r} parameters").get(
+        "binary_data_size")
     if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise ProtocolError(f"input {name!r}: binary_data_size must be an integer, got "
+                                f"{size!r}")
         if size != count * dtype.itemsize:
             raise ProtocolError(f"input {name!r}: binary_data_size {size} does not match shape "
                                 f"{shape} of {datatype} ({count * dtype.itemsize} bytes)")
         if offset + size > len(blobs):
             raise ProtocolError(f"input {name!r}: the body ends before its {size} bytes")
         array = np.frombuffer(blobs, dtype=dtype, count=count, offset=offset)
-        return name, array.reshape(shape), offset + size
+        return array.reshape(shape), offset + size
     data = item.get("data")
     if data is None:
         raise ProtocolError(f"input {name!r} has neither 'data' nor binary_data_size")
@@ -110,7 +172,7 @@ def _input(item: object, blobs: bytes, offset: int) -> tuple[str, np.ndarray, in
     if array.size != count:
         raise ProtocolError(f"input {name!r}: shape {shape} needs {count} values, data has "
                             f"{array.size}")
-    return name, array.reshape(shape), offset
+    return array.reshape(shape), offset
 
 
 def encode_infer(model: str, request: InferRequest, outputs: dict[str, torch.Tensor]
@@ -130,6 +192,10 @@ def encode_infer(model: str, request: InferRequest, outputs: dict[str, torch.Ten
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
+            if not np.isfinite(array).all():
+                raise ProtocolError(f"output {name!r} holds values that are not finite (NaN "
+                                    "or infinity), which JSON cannot carry; ask for it as "
+                                    "binary data (binary_data: true)", status=500)
             entry["data"] = array.reshape(-1).tolist()
         entries.append(entry)
     response = {"model_name": model, "model_version": "1", "outputs": entries}

@@ -73,28 +73,32 @@ def choose(resolution: Resolution, spec: EngineSpec, signature: ModelSpec,
     return policy
 
 
+async def inline(fn: Callable, *args):
+    """The default `cpu` runner: fn(*args) right here."""
+    return fn(*args)
+
+
 async def translate(run: Run, spec: EngineSpec, signature: ModelSpec, inputs: Tensors,
-                    resolution: Resolution) -> Tensors:
-    """Every output of `signature` at the inputs' H x W under `resolution`."""
+                    resolution: Resolution, cpu: Callable[..., Awaitable] = inline) -> Tensors:
+    """Every output of `signature` at the inputs' H x W under `resolution`. cpu(fn, *args)
+    runs the resampling, padding and blending (a server passes its thread pool's runner, so
+    the event loop stays free)."""
     size = _size(signature, inputs)
     policy = choose(resolution, spec, signature, size)
     if policy == "native":
-        return await _native(run, signature, inputs, spec.size_multiple)
+        return await _native(run, cpu, signature, inputs, spec.size_multiple)
     if policy == "resize":
-        return await _resized(run, signature, inputs, spec.size or spec.default_size, size)
+        return await _resized(run, cpu, signature, inputs, spec.size or spec.default_size,
+                              size)
     if policy == "mask":
-        return await _masked(run, signature, inputs,
+        return await _masked(run, cpu, signature, inputs,
                              _mask_working(resolution, spec, signature, size))
-    return await _tiled(run, signature, inputs, _tile_side(resolution, spec, signature))
+    return await _tiled(run, cpu, signature, inputs, _tile_side(resolution, spec, signature))
 
 
 def _size(signature: ModelSpec, inputs: Tensors) -> tuple[int, int]:
     image = inputs[signature.image.name]
     return int(image.shape[2]), int(image.shape[3])
-
-
-def _spatial(signature: ModelSpec) -> list[TensorSpec]:
-    return [t for t in signature.inputs if t.spatial]
 
 
 def _round(value: float, multiple: int) -> int:
@@ -129,23 +133,32 @@ def pad(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 # The policies
 
 
-async def _native(run: Run, signature: ModelSpec, inputs: Tensors, multiple: int) -> Tensors:
+def _padded(inputs: Tensors, height: int, width: int) -> Tensors:
+    return {k: pad(v, height, width) if v.dim() == 4 else v for k, v in inputs.items()}
+
+
+def _scaled(tensors: Tensors, size: tuple[int, int], specs: tuple[TensorSpec, ...]) -> Tensors:
+    """Every spatial tensor of `specs` found in `tensors` resampled to `size`; others as they
+    are."""
+    kinds = {t.name: t for t in specs}
+    return {k: resample(v, size, kinds[k]) if k in kinds and kinds[k].spatial else v
+            for k, v in tensors.items()}
+
+
+async def _native(run: Run, cpu, signature: ModelSpec, inputs: Tensors, multiple: int
+                  ) -> Tensors:
     h, w = _size(signature, inputs)
     least = max(multiple, signature.min_size)
     height = max(-(-h // multiple) * multiple, least)
     width = max(-(-w // multiple) * multiple, least)
-    padded = {k: pad(v, height, width) if v.dim() == 4 else v for k, v in inputs.items()}
-    out = await run(padded)
+    out = await run(await cpu(_padded, inputs, height, width))
     return {k: v[:, :, :h, :w] for k, v in out.items()}
 
 
-async def _resized(run: Run, signature: ModelSpec, inputs: Tensors, model_size: tuple[int, int],
-                   size: tuple[int, int]) -> Tensors:
-    kinds = {t.name: t for t in signature.inputs}
-    small = {k: resample(v, model_size, kinds[k]) if kinds[k].spatial else v
-             for k, v in inputs.items()}
-    out = await run(small)
-    return {t.name: resample(out[t.name], size, t) for t in signature.outputs}
+async def _resized(run: Run, cpu, signature: ModelSpec, inputs: Tensors,
+                   model_size: tuple[int, int], size: tuple[int, int]) -> Tensors:
+    out = await run(await cpu(_scaled, inputs, model_size, signature.inputs))
+    return await cpu(_scaled, out, size, signature.outputs)
 
 
 def _mask_working(resolution: Resolution, spec: EngineSpec, signature: ModelSpec,
@@ -161,16 +174,21 @@ def _mask_working(resolution: Resolution, spec: EngineSpec, signature: ModelSpec
     return max(_round(size[0] * scale, m), least), max(_round(size[1] * scale, m), least)
 
 
-async def _masked(run: Run, signature: ModelSpec, inputs: Tensors, working: tuple[int, int]
-                  ) -> Tensors:
+async def _masked(run: Run, cpu, signature: ModelSpec, inputs: Tensors,
+                  working: tuple[int, int]) -> Tensors:
+    small = await cpu(_scaled, inputs, working, signature.inputs)
+    out = await run(small)
+    return await cpu(_composited, signature, inputs, small, out)
+
+
+def _composited(signature: ModelSpec, inputs: Tensors, small: Tensors, out: Tensors
+                ) -> Tensors:
+    """The working-size outputs `out` at the picture's size, the translation composed from the
+    full-size input through the signature's composite."""
     composite = signature.composite
     size = _size(signature, inputs)
-    kinds = {t.name: t for t in signature.inputs}
-    small = {k: resample(v, working, kinds[k]) if kinds[k].spatial else v
-             for k, v in inputs.items()}
-    out = await run(small)
     described = {t.name: t for t in signature.outputs}
-    full = {t.name: resample(out[t.name], size, t) for t in signature.outputs}
+    full = _scaled(out, size, signature.outputs)
     image_name = signature.image.name
     x, x_small = inputs[image_name], small[image_name]
     if composite.rule == "add":
@@ -228,12 +246,12 @@ async def _run_tile(run: Run, signature: ModelSpec, crop: Tensors) -> Tensors:
             else torch.zeros(1, t.channels, *image.shape[2:]) for t in signature.outputs}
 
 
-async def _tiled(run: Run, signature: ModelSpec, inputs: Tensors, tile: tuple[int, int]
+async def _tiled(run: Run, cpu, signature: ModelSpec, inputs: Tensors, tile: tuple[int, int]
                  ) -> Tensors:
     h, w = _size(signature, inputs)
     th, tw = tile
     height, width = max(h, th), max(w, tw)
-    padded = {k: pad(v, height, width) if v.dim() == 4 else v for k, v in inputs.items()}
+    padded = await cpu(_padded, inputs, height, width)
     oh, ow = th // 4, tw // 4                      # overlap: a quarter of the tile
     rows, cols = _starts(height, th, oh), _starts(width, tw, ow)
     sums: Tensors = {}
@@ -242,13 +260,25 @@ async def _tiled(run: Run, signature: ModelSpec, inputs: Tensors, tile: tuple[in
         crops = [{k: v[:, :, top:top + th, left:left + tw] if v.dim() == 4 else v
                   for k, v in padded.items()} for left in cols]
         results = await asyncio.gather(*(_run_tile(run, signature, c) for c in crops))
-        wy = _ramp(th, oh, i == 0, i == len(rows) - 1)
-        for j, (left, out) in enumerate(zip(cols, results, strict=True)):
-            wx = _ramp(tw, ow, j == 0, j == len(cols) - 1)
-            wt = (wy[:, None] * wx[None, :])[None, None]                    # (1, 1, th, tw)
-            weight[:, :, top:top + th, left:left + tw] += wt
-            for name, value in out.items():
-                if name not in sums:
-                    sums[name] = torch.zeros(1, value.shape[1], height, width)
-                sums[name][:, :, top:top + th, left:left + tw] += value * wt
+        edges = (i == 0, i == len(rows) - 1)
+        await cpu(_accumulate, sums, weight, results, top, cols, tile, edges)
+    return await cpu(_normalised, sums, weight, h, w)
+
+
+def _accumulate(sums: Tensors, weight: torch.Tensor, results: list[Tensors], top: int,
+                cols: list[int], tile: tuple[int, int], edges: tuple[bool, bool]) -> None:
+    """Add one row of tile outputs, weighted by their ramps, into the full-size sums."""
+    th, tw = tile
+    wy = _ramp(th, th // 4, *edges)
+    for j, (left, out) in enumerate(zip(cols, results, strict=True)):
+        wx = _ramp(tw, tw // 4, j == 0, j == len(cols) - 1)
+        wt = (wy[:, None] * wx[None, :])[None, None]                        # (1, 1, th, tw)
+        weight[:, :, top:top + th, left:left + tw] += wt
+        for name, value in out.items():
+            if name not in sums:
+                sums[name] = torch.zeros(1, value.shape[1], *weight.shape[2:])
+            sums[name][:, :, top:top + th, left:left + tw] += value * wt
+
+
+def _normalised(sums: Tensors, weight: torch.Tensor, h: int, w: int) -> Tensors:
     return {k: (v / weight)[:, :, :h, :w] for k, v in sums.items()}

@@ -29,11 +29,13 @@ import dataclasses
 import hmac
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -49,7 +51,7 @@ from .kinds import input_kinds, knob_inputs, mask_input, warm_batch
 from .metrics import Metrics
 from .pictures import Scheme, build_inputs, full_size_check
 from .protocol import HEADER_LENGTH, NAMES, ProtocolError, encode_infer, parse_infer
-from .resolution import Resolution
+from .resolution import NATIVE_BUDGET, Resolution
 
 log = logging.getLogger("i2i.serve")
 
@@ -63,6 +65,10 @@ class ServerConfig:
     api_key: str | None = None
     max_body_bytes: int = 64 << 20
     max_pixels: int = images.DEFAULT_MAX_PIXELS
+    max_run_pixels: int = NATIVE_BUDGET         # N x H x W one request may give the engine
+    body_timeout_s: float = 60.0                # a body must arrive within this (408)
+    max_inflight_bytes: int = 512 << 20         # request bodies held at once (503 beyond)
+    cpu_workers: int = 2                        # threads that decode, resample and encode
     warmup: bool = True
 
 
@@ -79,7 +85,56 @@ class Service:
                                config.max_queue, config.timeout_ms,
                                on_batch=self.metrics.on_batch)
         self.ready = False
+        self.inflight = 0                       # request body bytes held right now
         self.mask = mask_input(self.spec)       # filled by a mask file or ?mask=SCHEME
+        # Decoding, resampling and encoding run here, never on the event loop.
+        self.pool = ThreadPoolExecutor(config.cpu_workers, thread_name_prefix="i2i-cpu")
+        # The most values one KServe request may carry: the run budget times the widest
+        # signature's channels per pixel.
+        per_pixel = max(sum(t.channels for t in s.inputs if t.spatial) or 1
+                        for s in self.spec.signatures.values())
+        self.max_elements = config.max_run_pixels * per_pixel
+
+    @contextlib.asynccontextmanager
+    async def body(self, request: Request):
+        """The request's body: at most max_body_bytes (413), arriving within body_timeout_s
+        (408), counted against the bytes all requests may hold at once (503) until the block
+        ends."""
+        limit, held = self.config.max_body_bytes, [0]
+        declared = request.headers.get("content-length")
+
+        async def read() -> bytes:
+            chunks = []
+            async for chunk in request.stream():
+                held[0] += len(chunk)
+                self.inflight += len(chunk)
+                if held[0] > limit:
+                    raise ProtocolError(f"request body is over the limit of {limit} bytes "
+                                        "(raise it with --max-body-mb)", status=413)
+                if self.inflight > self.config.max_inflight_bytes:
+                    raise ProtocolError("the server holds as many request bodies as it may; "
+                                        "retry shortly", status=503)
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await _drain(request, limit)
+                raise ProtocolError(f"request body of {declared} bytes is over the limit of "
+                                    f"{limit} (raise it with --max-body-mb)", status=413)
+            try:
+                body = await asyncio.wait_for(read(), self.config.body_timeout_s)
+            except asyncio.TimeoutError as err:
+                raise ProtocolError(f"the request body did not arrive within "
+                                    f"{self.config.body_timeout_s:g} s (--body-timeout-s)",
+                                    status=408) from err
+            yield body
+        finally:
+            self.inflight -= held[0]
+
+    async def cpu(self, fn, *args):
+        """fn(*args) on the CPU pool: the event loop keeps answering meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -103,12 +158,20 @@ class Service:
     async def stop(self) -> None:
         self.ready = False
         await self.batcher.stop(drain=True)
+        self.pool.shutdown(wait=False)
 
     async def infer(self, inputs: dict[str, torch.Tensor], timeout_ms: float | None = None
                     ) -> dict[str, torch.Tensor]:
         """inputs: one signature's, (N, ...) of one N (and one H and W): checked here, once,
         before the request is queued."""
-        check_batch(self.spec, inputs)
+        await self.cpu(check_batch, self.spec, inputs)
+        first = next(t for t in inputs.values())
+        pixels = first.shape[0] * (first.shape[2] * first.shape[3] if first.dim() == 4 else 1)
+        if pixels > self.config.max_run_pixels:
+            raise ProtocolError(f"the request gives the engine {pixels} pixels (N x H x W); "
+                                f"this server runs at most {self.config.max_run_pixels} at once "
+                                "(raise it with --max-run-pixels, or send /v1/translate, "
+                                "which tiles large pictures)", status=413)
         self.metrics.queue_depth.set(self.batcher.stats.queue_depth + 1)
         try:
             return await self.batcher.submit(inputs, timeout_ms)
@@ -120,25 +183,14 @@ def error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        # Read the rest and drop it (up to a bound), so the client gets the 413 instead of a
-        # connection reset while it is still sending.
-        dropped = 0
-        async for chunk in request.stream():
-            dropped += len(chunk)
-            if dropped > 4 * limit:
-                break
-        raise ProtocolError(f"request body of {declared} bytes is over the limit of {limit}",
-                            status=413)
-    chunks, size = [], 0
+async def _drain(request: Request, limit: int) -> None:
+    """Read the rest of a refused body and drop it (up to a bound), so the client gets the
+    answer instead of a connection reset while it is still sending."""
+    dropped = 0
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ProtocolError(f"request body is over the limit of {limit} bytes", status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        dropped += len(chunk)
+        if dropped > 4 * limit:
+            break
 
 
 def create_app(engine, config: ServerConfig | None = None) -> Starlette:
@@ -184,23 +236,24 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
 
     async def infer(request: Request) -> Response:
         check_model(request)
-        body = await read_body(request, config.max_body_bytes)
-        parsed = parse_infer(body, request.headers.get(HEADER_LENGTH))
+        async with service.body(request) as body:
+            parsed = await service.cpu(parse_infer, body, request.headers.get(HEADER_LENGTH),
+                                       service.max_elements)
         outputs = await service.infer(parsed.inputs, parsed.timeout_ms)
-        content, headers = encode_infer(name, parsed, outputs)
+        content, headers = await service.cpu(encode_infer, name, parsed, outputs)
         return Response(content, headers=headers)
 
     async def translate(request: Request) -> Response:
-        body = await read_body(request, config.max_body_bytes)
         query, spec = request.query_params, service.spec
-        files = await _uploads(request, body, spec.default.image.name)
+        async with service.body(request) as body:
+            files = await _uploads(request, body, spec.default.image.name)
         knobs = knob_inputs(query, spec)
         scheme = _scheme(query, name, service.mask, files)
-        policy = _resolution(query)
-        given, masks = _decode(files, spec, config.max_pixels, scheme)
+        policy = _resolution(query, config.max_run_pixels)
+        given, masks = await service.cpu(_decode, files, spec, config.max_pixels, scheme)
         decoded = {k: p.image for k, p in given.items()}
-        inputs = build_inputs(spec, decoded, masks, scheme, knobs)
-        signature = full_size_check(spec, inputs)
+        inputs = await service.cpu(build_inputs, spec, decoded, masks, scheme, knobs)
+        signature = await service.cpu(full_size_check, spec, inputs)
         # ?output=NAME: an output, or a mask input as it was used
         described = {t.name: t for t in signature.outputs}
         described.update({t.name: t for t in signature.of_kind("mask")
@@ -209,12 +262,14 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
         if want not in described:
             raise ProtocolError(f"output={want!r} is not an output of {name}; choose from "
                                 f"{list(described)}")
-        outputs = await resolution.translate(service.infer, spec, signature, inputs, policy)
+        outputs = await resolution.translate(service.infer, spec, signature, inputs, policy,
+                                             service.cpu)
         over = given[described[want].over or signature.image.name]
         shown = outputs[want] if want in outputs else inputs[want]
         notes = [p.note for p in given.values() if p.note]
-        return Response(images.output_png(shown[0], described[want], over.image.size,
-                                          over.alpha), media_type="image/png",
+        png = await service.cpu(images.output_png, shown[0], described[want], over.image.size,
+                                over.alpha)
+        return Response(png, media_type="image/png",
                         headers={"i2i-note": "; ".join(notes)} if notes else None)
 
     async def metrics(request: Request) -> Response:
@@ -241,10 +296,23 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
         await service.stop()
 
     async def handle(request: Request, exc: Exception) -> Response:
-        return error(str(exc), getattr(exc, "status", 500))
+        status = getattr(exc, "status", 500)
+        response = error(str(exc), status)
+        if status == 503:                       # a full queue: come back shortly
+            response.headers["Retry-After"] = "1"
+        return response
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        """404 (unknown path), 405 (wrong method), ... as JSON, as the protocol wants."""
+        allowed = (exc.headers or {}).get("Allow")
+        hint = f"; allowed: {allowed}" if allowed else ""
+        what = {404: f"no such endpoint {request.url.path!r}",
+                405: f"{request.method} is not allowed on {request.url.path!r}{hint}"}
+        return error(what.get(exc.status_code, exc.detail), exc.status_code)
 
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={InputError: handle, BatcherError: handle},
+                    exception_handlers={InputError: handle, BatcherError: handle,
+                                        HTTPException: http_error},
                     middleware=[Middleware(Guard, service=service, api_key=config.api_key)])
     app.state.service = service
 
@@ -312,16 +380,19 @@ async def _uploads(request: Request, body: bytes, primary: str) -> dict[str, byt
         if isinstance(value, UploadFile):
             files[key] = await value.read()
     if primary not in files and len(files) == 1:
-        files[primary] = next(iter(files.values()))
+        files[primary] = files.pop(next(iter(files)))
     return files
 
 
-def _resolution(query) -> Resolution:
-    """?resolution=auto|native|tile|mask|resize[&working=PIXELS]."""
+def _resolution(query, budget: int) -> Resolution:
+    """?resolution=auto|native|tile|mask|resize[&working=PIXELS]; `budget`: the most pixels
+    one engine run may take (larger pictures are tiled under auto, refused under native)."""
     working = query.get("working")
-    if working is not None and not working.isdigit():
-        raise ProtocolError(f"working must be a whole number of pixels, got {working!r}")
-    return Resolution(query.get("resolution", "auto"), int(working) if working else None)
+    if working is not None and not (working.isdigit() and 0 < int(working) <= 8192):
+        raise ProtocolError(f"working must be a whole number of pixels from 1 to 8192, got "
+                            f"{working!r}")
+    return Resolution(query.get("resolution", "auto"), int(working) if working else None,
+                      budget)
 
 
 def _scheme(query, model: str, mask: TensorSpec | None, files: dict[str, bytes]
@@ -369,6 +440,11 @@ def _decode(files: dict[str, bytes], spec: EngineSpec, max_pixels: int,
                             f"{required.name!r}, or name a scheme in the query, e.g. "
                             "?mask=center:0.5 or ?mask=rects&seed=0")
     kinds = input_kinds(spec)
+    unknown = sorted(set(files) - set(kinds))
+    if unknown:
+        raise ProtocolError(f"unknown multipart field(s) {unknown}; {spec.model} takes "
+                            f"{sorted(k for k, kind in kinds.items() if kind != 'knob')} as "
+                            "files (knobs go in the query)")
     pictures = {n: images.decode_picture(data, max_pixels, n) for n, data in files.items()
                 if kinds.get(n) == "image"}
     masks = {n: images.decode(data, max_pixels, n, mode="L") for n, data in files.items()
