@@ -5,11 +5,18 @@
     i2i-translate photos/ out/ --model exports/maskcyclegan --mask rects [--recursive]
 
 Outputs are PNGs at each input's size named after it (`cat.jpg` -> `cat.png`, and
-`cat.mask.png` with --masks), in the same sub-folders with --recursive. Each output records the
-model, signature and policy that made it (PNG text `i2i`): a re-run skips the inputs whose
-outputs were made the same way and redoes the others. Unreadable files are reported and skipped
-while the rest complete. A model with a second image input (lomit's exemplar) translates every
-input with the one picture given for it.
+`cat.mask.png` with --masks), in the same sub-folders with --recursive; where two inputs would
+write one file (`a.png` and `a.jpg`, or `x.png`'s mask and the input `x.mask.png`), the full
+file name and then a `~N` suffix tell them apart, the same way on every run, so no input's output
+overwrites another's. Each output records the model, weights, policy and inputs that made it and
+the input's sha256 and size (PNG text `i2i`): a re-run skips an input only when each of its
+outputs decodes completely at the input's size with the same record, and redoes the others (a
+truncated or corrupt output, a changed input, another model). Outputs are written atomically: a
+failed write (a full disk) leaves no partial or temporary file, is reported as failed, and the
+next run redoes just that input. Unreadable files are reported and skipped while the rest
+complete. The input folder is refused as the output folder (and, with --recursive, any folder
+inside it), since outputs there would be read back as inputs. A model with a second image input
+(lomit's exemplar) translates every input with the one picture given for it.
 
 A model with a mask input (maskcyclegan: required; lomit: optional) takes --mask: a scheme of
 i2i.data.masks (center:0.5, rects:..., attention:map.png), drawn on each input with a seed made
@@ -21,6 +28,8 @@ was given.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 import json
 import zlib
 from dataclasses import dataclass, field
@@ -65,15 +74,51 @@ class FolderOptions:
     progress: bool = True
 
 
-def output_names(inputs: list[Path], root: Path) -> dict[Path, Path]:
-    """Input -> output path stem relative to the output folder (its sub-folder kept); the full
-    file name where two inputs of one folder share a stem."""
-    stems: dict[Path, int] = {}
-    for p in inputs:
-        key = p.relative_to(root).with_suffix("")
+def output_names(inputs: list[Path], root: Path, masks: bool = False) -> dict[Path, Path]:
+    """Input -> output path stem relative to the output folder (its sub-folder kept), such that
+    no two inputs write one file (STEM.png, and STEM.mask.png with `masks`), compared without
+    case for case-insensitive disks, nor a file where a mirrored sub-folder goes. The stem is the
+    name without its extension; the full file name where two inputs of one folder share a stem;
+    where that is still taken, the full name with ~2, ~3, ... Inputs are named in sorted order,
+    so the names are the same on every run over the same files."""
+    rel = {p: p.relative_to(root) for p in inputs}
+    stems: dict[str, int] = {}
+    for r in rel.values():
+        key = _key(r.with_suffix(""))
         stems[key] = stems.get(key, 0) + 1
-    return {p: p.relative_to(root).with_suffix("") if stems[p.relative_to(root).with_suffix("")]
-            == 1 else p.relative_to(root) for p in inputs}
+    taken = {_key(parent) for r in rel.values() for parent in r.parents} - {"."}
+    names = {}
+    for p in sorted(inputs):
+        r = rel[p]
+        simple = r.with_suffix("") if stems[_key(r.with_suffix(""))] == 1 else r
+        numbered = (r.with_name(f"{r.name}~{n}") for n in itertools.count(2))
+        for stem in itertools.chain([simple, r], numbered):
+            made = {_key(stem.with_name(stem.name + end)) for end in _ends(masks)}
+            if not made & taken:
+                taken |= made
+                names[p] = stem
+                break
+    return names
+
+
+def _ends(masks: bool) -> tuple[str, ...]:
+    return (".png", ".mask.png") if masks else (".png",)
+
+
+def _key(path: Path) -> str:
+    return path.as_posix().casefold()
+
+
+def _check_folders(input_dir: Path, output_dir: Path, recursive: bool) -> None:
+    """Outputs written where the walk reads inputs would be translated again as inputs."""
+    inside, out = input_dir.resolve(), output_dir.resolve()
+    if out == inside:
+        raise ValueError(f"the output folder {output_dir} is the input folder: the translations "
+                         "would be read back as inputs; choose another output folder")
+    if recursive and out.is_relative_to(inside):
+        raise ValueError(f"the output folder {output_dir} is inside the input folder "
+                         f"{input_dir}, which --recursive reads: the translations would be read "
+                         "back as inputs; choose another output folder outside it")
 
 
 def translate_folder(engine, input_dir: Path, output_dir: Path,
@@ -82,14 +127,20 @@ def translate_folder(engine, input_dir: Path, output_dir: Path,
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
+    _check_folders(input_dir, output_dir, options.recursive)
     shared = _shared_pictures(engine.spec, options.pictures, options.max_pixels)
     fixed, scheme = _masking(engine.spec, options.mask, options.max_pixels)
     walk = input_dir.rglob("*") if options.recursive else input_dir.iterdir()
     files = sorted(p for p in walk if p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(input_dir).parts))
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"could not create the output folder {output_dir} ({err.strerror or err}); "
+                      "choose another output folder") from err
+    names = output_names(files, input_dir, options.masks)
     job = _Job(Translator(engine, options.max_batch, options.max_delay_ms, options.resolution),
-               output_dir, options, shared, fixed, scheme, output_names(files, input_dir))
+               output_dir, options, shared, fixed, scheme, names)
     return asyncio.run(job.run(files))
 
 
@@ -157,24 +208,35 @@ class _Job:
     names: dict[Path, Path]
     report: JobReport = field(default_factory=JobReport)
 
-    def stamp(self, path: Path) -> str:
-        """How this run makes the output of `path`: model, weights, policy, inputs given."""
+    def stamp(self, digest: str) -> dict:
+        """How this run makes the output of the input whose bytes have sha256 `digest`: model,
+        weights, policy, inputs given (the written record adds the input's size)."""
         spec = self.translator.spec
-        return json.dumps({"model": spec.model, "source": spec.source,
-                           "precision": spec.precision, "policy": self.options.resolution.policy,
-                           "working": self.options.resolution.working,
-                           "mask": self.options.mask, "knobs": self.options.knobs,
-                           "pictures": {k: str(v) for k, v in self.options.pictures.items()}},
-                          sort_keys=True)
+        return {"model": spec.model, "source": spec.source, "precision": spec.precision,
+                "policy": self.options.resolution.policy,
+                "working": self.options.resolution.working, "mask": self.options.mask,
+                "knobs": self.options.knobs, "input": digest,
+                "pictures": {k: str(v) for k, v in self.options.pictures.items()}}
 
     def done(self, path: Path, outputs: list[Path]) -> bool:
-        stamp = self.stamp(path)
+        """Whether every output is there, decodes completely at the input's size and records
+        this run's way of making it from these input bytes; anything else is redone."""
+        if not all(out.is_file() for out in outputs):
+            return False
+        try:
+            with open(path, "rb") as f:
+                want = self.stamp(hashlib.file_digest(f, "sha256").hexdigest())
+        except OSError:
+            return False                                    # translate() reports it
         for out in outputs:
             try:
                 with Image.open(out) as made:
-                    if made.text.get(STAMP) != stamp:
+                    made.load()                             # a truncated or corrupt file fails
+                    record = json.loads(made.text.get(STAMP, "null"))
+                    size = record.pop("size")
+                    if record != want or list(made.size) != size:
                         return False
-            except (OSError, AttributeError):
+            except Exception:                   # PIL raises OSError, SyntaxError, ValueError...
                 return False
         return True
 
@@ -200,10 +262,10 @@ class _Job:
             return
         async with limit:
             try:
-                result, picture = await self.translate(submit, path)
+                result, picture, digest = await self.translate(submit, path)
                 if picture.note:
                     tqdm.write(f"{path}: {picture.note}")
-                self.write(path, result, picture, out, mask_out)
+                self.write(digest, result, picture, out, mask_out)
                 self.report.translated.append(path)
             except (InputError, BatcherError, OSError) as err:
                 self.report.failed.append((path, str(err)))
@@ -211,10 +273,12 @@ class _Job:
             finally:
                 self.bar.update()
 
-    async def translate(self, submit, path: Path) -> tuple[Result, images.Picture]:
+    async def translate(self, submit, path: Path) -> tuple[Result, images.Picture, str]:
+        """The translation of `path`, its decoded picture and the sha256 of the bytes read."""
         if path.suffix.lower() not in EXTENSIONS:
             raise InputError(f"not an image file ({path.suffix or 'no extension'})")
-        given = images.decode_picture(path.read_bytes(), self.options.max_pixels, path.name)
+        data = path.read_bytes()
+        given = images.decode_picture(data, self.options.max_pixels, path.name)
         picture = given.image
         primary = self.translator.spec.default.image.name
         masks = {k: m.resize(picture.size, Image.BILINEAR) for k, m in self.fixed_masks.items()}
@@ -223,19 +287,31 @@ class _Job:
             target, sampler, text = self.scheme
             scheme = Scheme(target, sampler, _seed(path), f"--mask {text}")
         request = Request({primary: picture, **self.shared}, masks, scheme, self.options.knobs)
-        return await self.translator.one(submit, request), given
+        result = await self.translator.one(submit, request)
+        return result, given, hashlib.sha256(data).hexdigest()
 
-    def write(self, path: Path, result: Result, picture: images.Picture, out: Path,
+    def write(self, digest: str, result: Result, picture: images.Picture, out: Path,
               mask_out: Path) -> None:
-        """The translation (with the input's alpha) and, with --masks, the mask."""
-        text, size = {STAMP: self.stamp(path)}, picture.image.size
+        """The translation (with the input's alpha) and, with --masks, the mask; each written
+        whole or not at all (OSError with what to do when the disk is full)."""
+        size = picture.image.size
+        text = {STAMP: json.dumps({**self.stamp(digest), "size": list(size)}, sort_keys=True)}
         composite = result.signature.composite
         name = composite.output if composite else result.signature.outputs[0].name
-        write_bytes(out, images.to_png(result.outputs[name][0], size, picture.alpha, text))
+        _write(out, images.to_png(result.outputs[name][0], size, picture.alpha, text))
         shown = _mask_shown(result)
         if self.options.masks and shown is not None:
             t, value = shown
-            write_bytes(mask_out, images.output_png(value[0], t, size, text=text))
+            _write(mask_out, images.output_png(value[0], t, size, text=text))
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        write_bytes(path, data)
+    except OSError as err:
+        raise OSError(f"could not write {path} ({err.strerror or err}); make room on "
+                      "the disk or choose a writable output folder, then run the same command "
+                      "again: the pictures already done are skipped") from err
 
 
 def _mask_shown(result: Result) -> tuple[TensorSpec, object] | None:

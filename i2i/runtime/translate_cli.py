@@ -86,11 +86,11 @@ def _split(items: list[str] | None, flag: str, example: str) -> list[tuple[str, 
 def run_folder(engine, input_dir: Path, output_dir: Path, options, prog: str = "i2i-translate"
                ) -> int:
     """Translate, print the report; 0 when every picture was translated or already done, 1 when
-    any failed, 2 for a bad setup."""
+    any failed, 2 for a bad setup (a missing or unwritable folder, bad options)."""
     from .folder import translate_folder
     try:
         report = translate_folder(engine, input_dir, output_dir, options)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print(f"translated {len(report.translated)}, already done {len(report.skipped)}, "
