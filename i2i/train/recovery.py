@@ -7,7 +7,7 @@ therefore leave:
 
 - a temporary file: removed at the next start or resume;
 - state N without checkpoint N: --resume continues from state N and writes checkpoint N;
-- state N beside older states: --resume takes the newest (the older go at the next save);
+- state N beside older states: --resume takes the newest and removes the older;
 - a checkpoint newer than the newest state (a run written by an older i2i, which wrote the
   checkpoint first, or a state deleted by hand): --resume removes it, with a warning, and
   trains to that step again;
@@ -106,7 +106,11 @@ def read_state(path: Path, reader: Callable[..., T], *args) -> T:
 
 def settle_checkpoints(run: Path, step: int, write: Callable[[Path], Path]) -> None:
     """After resuming from the state of `step`: remove checkpoints past it, and write (via
-    `write(path)`) its own checkpoint when that is missing or unreadable."""
+    `write(path)`) its own checkpoint when that is missing or unreadable, and remove the older
+    states a crash before their removal left."""
+    for earlier, path in step_files(run, states=True):
+        if earlier < step:
+            path.unlink()
     for later, path in step_files(run, states=False):
         if later > step:
             warnings.warn(f"removing {path}: it is newer than the newest training state (step "
