@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +13,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .. import pixels  # noqa: E402
+from .runlog import read_log  # noqa: E402, F401  (log.jsonl's reader, kept importable here)
 
 
 def image_rgb(t: torch.Tensor) -> np.ndarray:
@@ -77,11 +77,6 @@ def exemplar_grid(inputs: torch.Tensor, masks: torch.Tensor, exemplars: torch.Te
             for x, m, e, em, y in zip(inputs, masks, exemplars, exemplar_masks, outputs,
                                       strict=True)]
     return scaled(grid(rows), scale)
-
-
-def read_log(path: str | Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def loss_curve(log: list[dict], path: str | Path, title: str = "") -> Path:

@@ -4,9 +4,17 @@ A run folder holds:
     options.json                          the options the run was started with
     log.jsonl                             one line of losses every `log_every` steps
     samples/step_XXXXXX.png               input / mask / output grids on fixed images
-    checkpoints/step_XXXXXX.safetensors   the inference checkpoint (i2i.models.load reads it)
     checkpoints/step_XXXXXX.train.safetensors   resumable training state (newest only)
+    checkpoints/step_XXXXXX.safetensors   the inference checkpoint (i2i.models.load reads it)
     loss_curve.png                        written at the end
+
+At each checkpoint step the state is written before the checkpoint, each atomically, and the
+older states are removed last; a log line is one write of one line. So a crash (a kill, a full
+disk, a power cut) can leave only: temporary `.*.tmp` files, a state without its checkpoint,
+an older state beside the newest, or a torn last log line; `--resume` (recovery.py) continues
+from the newest state in each case, writes the missing checkpoint and drops the torn line, so
+the run ends as if never interrupted. A checkpoint newer than the newest state (a run of an
+older i2i, which wrote the checkpoint first) is removed with a warning and trained again.
 """
 
 from __future__ import annotations
@@ -22,10 +30,11 @@ from tqdm import tqdm
 from ..atomic import atomic_path, write_text
 from ..data import open_data
 from ..models import read_document, save_checkpoint
-from ..models.checkpoint import CheckpointError
-from .figures import loss_curve, read_log
+from . import recovery
+from .figures import loss_curve
 from .recipe import Recipe, RecipeOptions
 from .registry import DEFAULT_MODEL, RecipeEntry, recipe_entry
+from .runlog import append_record, read_log, truncate_log
 from .state import load_state, read_state_document, save_state
 
 
@@ -111,22 +120,21 @@ def logged_seconds(checkpoint: Path) -> float | None:
 
 
 def newest_state(run: Path) -> Path | None:
-    states = sorted((run / "checkpoints").glob("step_*.train.safetensors"))
-    return states[-1] if states else None
+    """The training state --resume continues from: the one of the highest step, or None."""
+    states = recovery.step_files(Path(run), states=True)
+    return states[-1][1] if states else None
 
 
 def train(options: TrainOptions, resume: bool = False) -> Path:
     """Train per `options` into options.out; returns the final checkpoint's path."""
     run = Path(options.out)
     start_step = 0
-    state_path = newest_state(run) if resume else None
-    if resume and state_path is None:
-        raise CheckpointError(f"--resume: no training state under {run / 'checkpoints'}")
+    recovery.remove_partial_writes(run)
+    state_path = recovery.state_to_resume(run) if resume else None
     if state_path is not None:
         options = _resumed_options(state_path, options)
-    elif (run / "checkpoints").exists() and any((run / "checkpoints").iterdir()):
-        raise FileExistsError(f"{run} already holds checkpoints; pass --resume to continue it "
-                              "or choose another --out")
+    else:
+        recovery.check_fresh(run)
     options = options.resolved()
     torch.manual_seed(options.seed)
     device = pick_device(options.device)
@@ -138,16 +146,20 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
     recipe, config = entry.make(options.recipe_options(n_labels))
     recipe.to(device)
     if state_path is not None:
-        start_step = load_state(state_path, recipe, device)
+        start_step = recovery.read_state(state_path, load_state, recipe, device)
     run.mkdir(parents=True, exist_ok=True)
     write_text(run / "options.json", json.dumps(asdict(options), indent=2) + "\n")
     log_path = run / "log.jsonl"
-    _truncate_log(log_path, start_step)
+    truncate_log(log_path, start_step)
     fixed = {k: v[:8].to(device) for k, v in data.batch(0, 8, options.seed + 12345).items()}
     meta = {"data": data.describe(), "loss_weights": recipe.loss_weights,
             "supervised": options.supervised, "direction": "AtoB",
             "training": {k: getattr(options, k) for k in ("size", "batch_size", "seed", "lr",
                                                            "ndf", "disc", "disc_layers")}}
+    if state_path is not None:    # what a crash between two writes can have left beside it
+        recovery.settle_checkpoints(run, start_step, lambda path: save_checkpoint(
+            path, entry.model, config, recipe.translator.state_dict(), step=start_step,
+            meta=meta))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=options.amp and device.type == "cuda")
     end = min(options.steps, options.stop_after or options.steps)
@@ -156,7 +168,7 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
                dynamic_ncols=True)
     last = start_step
     started = time.perf_counter()
-    with open(log_path, "a") as log:
+    with open(log_path, "ab", buffering=0) as log:     # unbuffered: one write call a line
         for step in bar:
             recipe.set_lr(learning_rate(options, step))
             recipe.step_index = step
@@ -166,11 +178,9 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
                 losses = recipe.step(batch)
             last = step + 1
             if last % options.log_every == 0 or last == end:
-                log.write(json.dumps({"step": last, "time": round(time.perf_counter() -
-                                                                   started, 3),
-                                      "lr": learning_rate(options, step), "losses": losses})
-                          + "\n")
-                log.flush()
+                append_record(log, {"step": last,
+                                    "time": round(time.perf_counter() - started, 3),
+                                    "lr": learning_rate(options, step), "losses": losses})
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
             if last % options.sample_every == 0 or last == end:
                 _write_samples(run, recipe, fixed, last, paired)
@@ -186,11 +196,13 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
 
 def _write_checkpoint(run: Path, model: str, recipe: Recipe, config, options: TrainOptions,
                       meta: dict, step: int) -> Path:
+    # The state first: a crash before the checkpoint leaves a state that --resume continues
+    # from (and rewrites the checkpoint from); a checkpoint is never left without its state.
     folder = run / "checkpoints"
-    path = save_checkpoint(folder / f"step_{step:06d}.safetensors", model, config,
-                           recipe.translator.state_dict(), step=step, meta=meta)
     state = save_state(folder / f"step_{step:06d}.train.safetensors", recipe, step,
                        asdict(options))
+    path = save_checkpoint(folder / f"step_{step:06d}.safetensors", model, config,
+                           recipe.translator.state_dict(), step=step, meta=meta)
     for older in folder.glob("step_*.train.safetensors"):   # only the newest is needed to resume
         if older != state:
             older.unlink()
@@ -211,7 +223,8 @@ def _write_samples(run: Path, recipe: Recipe, fixed: dict[str, torch.Tensor], st
 
 
 def _resumed_options(state_path: Path, given: TrainOptions) -> TrainOptions:
-    saved = read_state_document(state_path)["options"]
+    saved = recovery.read_state(state_path,
+                                lambda path: dict(read_state_document(path)["options"]))
     names = {f.name for f in fields(TrainOptions)}
     merged = {k: v for k, v in saved.items() if k in names}
     clashes = [k for k in names - RESUMABLE_CHANGES - {"out"}
@@ -227,14 +240,3 @@ def _resumed_options(state_path: Path, given: TrainOptions) -> TrainOptions:
     merged["stop_after"] = given.stop_after       # never carried over from the saved run
     merged["out"] = given.out
     return TrainOptions(**merged)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past `step` (written after the checkpoint we resume from)."""
-    if step == 0:
-        path.write_text("")
-        return
-    if path.exists():
-        kept = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))

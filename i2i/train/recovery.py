@@ -1,0 +1,131 @@
+"""What a crash can leave in a run folder, and how a start or a --resume deals with each case.
+
+The loop writes, at each checkpoint step N, first `step_N.train.safetensors` (the state),
+then `step_N.safetensors` (the checkpoint), then removes the older states; each file is
+written atomically (a temporary `.NAME.XXXX.tmp` beside it, renamed when whole). A crash can
+therefore leave:
+
+- a temporary file: removed at the next start or resume;
+- state N without checkpoint N: --resume continues from state N and writes checkpoint N;
+- state N beside older states: --resume takes the newest and removes the older;
+- a checkpoint newer than the newest state (a run written by an older i2i, which wrote the
+  checkpoint first, or a state deleted by hand): --resume removes it, with a warning, and
+  trains to that step again;
+- a torn last line in log.jsonl (see runlog.py): dropped, with a warning.
+
+A state that cannot be read is an error naming it and saying what to do; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from ..models.checkpoint import CheckpointError, read_checkpoint
+
+_NAME = re.compile(r"step_(\d+)\.(train\.)?safetensors")
+T = TypeVar("T")
+
+
+def step_files(run: Path, states: bool) -> list[tuple[int, Path]]:
+    """(step, path) of the run's training states (states=True) or checkpoints, by step."""
+    folder = Path(run) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = _NAME.fullmatch(path.name)
+        if match and bool(match.group(2)) == states and path.is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def remove_partial_writes(run: Path) -> None:
+    """Remove the temporary files of atomic writes an interrupted run left behind."""
+    for folder in (run, run / "checkpoints", run / "samples"):
+        if folder.is_dir():
+            for path in folder.glob(".*.tmp"):
+                warnings.warn(f"removing {path}, a partial write left by an interrupted run",
+                              stacklevel=3)
+                path.unlink(missing_ok=True)
+
+
+def state_to_resume(run: Path) -> Path:
+    """The newest training state of `run`; an error saying what to do when there is none."""
+    states = step_files(run, states=True)
+    if states:
+        return states[-1][1]
+    folder = run / "checkpoints"
+    if step_files(run, states=False):
+        then = (f"it holds checkpoints but no state to continue them from: delete {folder} "
+                "(keep any checkpoint you want elsewhere first) to start the run anew there, "
+                "or choose another --out")
+    else:
+        then = "start the run without --resume"
+    raise CheckpointError(f"--resume: no training state under {folder}; {then}")
+
+
+def check_fresh(run: Path) -> None:
+    """A new run may not start over an earlier run's checkpoints or state."""
+    folder = run / "checkpoints"
+    states = step_files(run, states=True)
+    if states:
+        raise FileExistsError(f"{run} already holds checkpoints (training state "
+                              f"{states[-1][1].name}); pass --resume to continue it or choose "
+                              "another --out")
+    if step_files(run, states=False):
+        raise FileExistsError(f"{run} already holds checkpoints but no training state to "
+                              f"resume from: delete {folder} (keep any checkpoint you want "
+                              "elsewhere first) to start the run anew there, or choose "
+                              "another --out")
+
+
+def read_state(path: Path, reader: Callable[..., T], *args) -> T:
+    """reader(path, *args), with any failure to read the state made an error that names the
+    file and says how to go on."""
+    try:
+        return reader(path, *args)
+    except torch.OutOfMemoryError:
+        raise
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RuntimeError,
+            OSError) as err:
+        older = [p for _, p in step_files(path.parent.parent, states=True) if p != path]
+        if older:
+            then = f"delete it to resume from the earlier state {older[-1].name}"
+        else:
+            then = (f"no earlier state is left: start the run anew (delete {path.parent}, "
+                    "keeping any checkpoint you want elsewhere first, or choose another --out)")
+        raise CheckpointError(f"{path}: the training state --resume continues from cannot be "
+                              f"read ({err}). To go on, {then}") from err
+
+
+def settle_checkpoints(run: Path, step: int, write: Callable[[Path], Path]) -> None:
+    """After resuming from the state of `step`: remove checkpoints past it, and write (via
+    `write(path)`) its own checkpoint when that is missing or unreadable, and remove the older
+    states a crash before their removal left."""
+    for earlier, path in step_files(run, states=True):
+        if earlier < step:
+            path.unlink()
+    for later, path in step_files(run, states=False):
+        if later > step:
+            warnings.warn(f"removing {path}: it is newer than the newest training state (step "
+                          f"{step}), left by a run interrupted before saving its state; "
+                          "training reaches that step again", stacklevel=3)
+            path.unlink()
+    checkpoint = run / "checkpoints" / f"step_{step:06d}.safetensors"
+    if not checkpoint.exists():
+        warnings.warn(f"writing {checkpoint} from its training state: the run was interrupted "
+                      "between writing the two", stacklevel=3)
+        write(checkpoint)
+        return
+    try:
+        read_checkpoint(checkpoint)
+    except CheckpointError as err:
+        warnings.warn(f"rewriting {checkpoint} from its training state: it cannot be read "
+                      f"({err})", stacklevel=3)
+        write(checkpoint)
