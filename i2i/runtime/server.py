@@ -33,7 +33,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -42,16 +41,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..data.masks import parse_mask_spec
-from ..engines import EngineSpec, check_batch
-from ..models.spec import InputError, TensorSpec
+from ..engines import check_batch
+from ..models.spec import InputError
 from . import images, resolution
 from .batcher import Batcher, BatcherError
-from .kinds import input_kinds, knob_inputs, mask_input, warm_batch
+from .kinds import knob_inputs, mask_input, warm_batch
 from .metrics import Metrics
-from .pictures import Scheme, build_inputs, full_size_check
+from .pictures import build_inputs, full_size_check
 from .protocol import HEADER_LENGTH, NAMES, ProtocolError, encode_infer, parse_infer
-from .resolution import NATIVE_BUDGET, Resolution
+from .resolution import NATIVE_BUDGET
+from .uploads import decode_files, resolution_of, scheme_of, uploads
 
 log = logging.getLogger("i2i.serve")
 
@@ -246,11 +245,11 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
     async def translate(request: Request) -> Response:
         query, spec = request.query_params, service.spec
         async with service.body(request) as body:
-            files = await _uploads(request, body, spec.default.image.name)
+            files = await uploads(request, body, spec.default.image.name)
         knobs = knob_inputs(query, spec)
-        scheme = _scheme(query, name, service.mask, files)
-        policy = _resolution(query, config.max_run_pixels)
-        given, masks = await service.cpu(_decode, files, spec, config.max_pixels, scheme)
+        scheme = scheme_of(query, name, service.mask, files)
+        policy = resolution_of(query, config.max_run_pixels)
+        given, masks = await service.cpu(decode_files, files, spec, config.max_pixels, scheme)
         decoded = {k: p.image for k, p in given.items()}
         inputs = await service.cpu(build_inputs, spec, decoded, masks, scheme, knobs)
         signature = await service.cpu(full_size_check, spec, inputs)
@@ -358,95 +357,3 @@ def _endpoint(path: str) -> str:
     if path.startswith("/v2/health"):
         return "health"
     return "metrics" if path == "/metrics" else "metadata"
-
-
-async def _uploads(request: Request, body: bytes, primary: str) -> dict[str, bytes]:
-    """{field: bytes} from a multipart form, or {primary: body} for a raw upload (primary: the
-    name of the model's first image input)."""
-    kind = request.headers.get("content-type", "")
-    if not kind.startswith("multipart/form-data"):
-        return {primary: body}
-    from starlette.datastructures import UploadFile
-    from starlette.formparsers import MultiPartException, MultiPartParser
-
-    async def replay():
-        yield body
-    try:
-        form = await MultiPartParser(request.headers, replay()).parse()
-    except MultiPartException as err:
-        raise ProtocolError(f"the multipart form could not be read ({err})") from err
-    files = {}
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            files[key] = await value.read()
-    if primary not in files and len(files) == 1:
-        files[primary] = files.pop(next(iter(files)))
-    return files
-
-
-def _resolution(query, budget: int) -> Resolution:
-    """?resolution=auto|native|tile|mask|resize[&working=PIXELS]; `budget`: the most pixels
-    one engine run may take (larger pictures are tiled under auto, refused under native)."""
-    working = query.get("working")
-    if working is not None and not (working.isdigit() and 0 < int(working) <= 8192):
-        raise ProtocolError(f"working must be a whole number of pixels from 1 to 8192, got "
-                            f"{working!r}")
-    return Resolution(query.get("resolution", "auto"), int(working) if working else None,
-                      budget)
-
-
-def _scheme(query, model: str, mask: TensorSpec | None, files: dict[str, bytes]
-            ) -> Scheme | None:
-    """The query's mask scheme, or None when it names none; ProtocolError for a bad one."""
-    text, seed = query.get("mask"), query.get("seed")
-    if text is None:
-        if seed is not None:
-            raise ProtocolError("seed goes with a mask scheme, e.g. ?mask=rects&seed=3")
-        return None
-    if mask is None:
-        raise ProtocolError(f"{model} takes no mask; leave out ?mask=")
-    if mask.name in files:
-        raise ProtocolError(f"give the {mask.name} one way: either the multipart file "
-                            f"{mask.name!r} or ?mask=SCHEME in the query, not both")
-    if text.partition(":")[0].strip() == "attention":
-        raise ProtocolError("?mask=attention:PATH would read a file on the server; threshold "
-                            f"the attention map yourself and upload it as the file {mask.name!r}")
-    try:
-        sampler = parse_mask_spec(text)
-    except ValueError as err:
-        raise ProtocolError(str(err)) from err
-    if seed is not None and not (seed.isdigit() and int(seed) < 2**63):
-        raise ProtocolError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
-    return Scheme(mask, sampler, int(seed or 0), f"{mask.name}={text}")
-
-
-def _decode(files: dict[str, bytes], spec: EngineSpec, max_pixels: int,
-            scheme: Scheme | None = None
-            ) -> tuple[dict[str, images.Picture], dict[str, Image.Image]]:
-    """The uploaded pictures (with their alpha and notes) and grey mask pictures by name."""
-    primary = spec.default.image.name
-    if primary not in files:
-        raise ProtocolError(f"send an image: the raw request body, or a multipart field "
-                            f"named {primary!r}")
-    wanted = [t.name for t in spec.default.of_kind("image")]
-    missing = [n for n in wanted if n not in files]
-    if missing:
-        raise ProtocolError(f"{spec.model} takes the images {wanted}; missing {missing}: send "
-                            "a multipart form with one file field per name")
-    required = mask_input(spec, required=True)
-    if required is not None and required.name not in files and scheme is None:
-        raise ProtocolError(f"{spec.model} needs a {required.name} (1 = translate, 0 = keep): "
-                            "upload a grey image of the image's size as the multipart file "
-                            f"{required.name!r}, or name a scheme in the query, e.g. "
-                            "?mask=center:0.5 or ?mask=rects&seed=0")
-    kinds = input_kinds(spec)
-    unknown = sorted(set(files) - set(kinds))
-    if unknown:
-        raise ProtocolError(f"unknown multipart field(s) {unknown}; {spec.model} takes "
-                            f"{sorted(k for k, kind in kinds.items() if kind != 'knob')} as "
-                            "files (knobs go in the query)")
-    pictures = {n: images.decode_picture(data, max_pixels, n) for n, data in files.items()
-                if kinds.get(n) == "image"}
-    masks = {n: images.decode(data, max_pixels, n, mode="L") for n, data in files.items()
-             if kinds.get(n) == "mask"}
-    return pictures, masks
