@@ -89,10 +89,21 @@ def _artifacts(plan: _Plan, export_dir: Path | None) -> None:
                                        f"({path.name}){why}; re-export with i2i-export "
                                        f"{flags}, or serve with --engine eager")
             continue
+        _check_hash(path, entry, f"re-export with i2i-export {flags} --out {export_dir}")
         if entry.get("passed") is False:
             warnings.warn(f"{path} missed its parity check at export ({entry.get('parity')}); "
                           "its outputs may differ from the checkpoint's", stacklevel=4)
         plan.files[label] = path
+
+
+def _check_hash(path: Path, entry: dict, redo: str) -> None:
+    """The artifact must be the file the export gate hashed (read once, in blocks)."""
+    if not entry.get("sha256"):
+        raise ValueError(f"{path}: its manifest entry has no sha256 (written before i2i hashed "
+                         f"artifacts), so it cannot be checked; {redo}")
+    if sha256(path) != entry["sha256"]:
+        raise ValueError(f"{path} changed since export (its sha256 is not the one the manifest "
+                         f"records, {entry['sha256'][:12]}...); {redo}")
 
 
 def _checkpoint(name: str, export_dir: Path | None, checkpoint: Path | None) -> Path:
@@ -220,9 +231,17 @@ def open_engine(name: str, *, export_dir: Path | None = None, checkpoint: Path |
         default_size=size, precision=plan.precision, device=plan.device,
         source=manifest["checkpoint"]["sha256"],
         unavailable={k: every[k] for k in plan.unavailable}, reasons=plan.unavailable)
-    if plan.providers is not None:
-        return plan.cls(plan.files, spec, plan.providers)
-    return plan.cls(plan.files, spec)
+    extra = () if plan.providers is None else (plan.providers,)
+    try:
+        return plan.cls(plan.files, spec, *extra)
+    except (ValueError, FileNotFoundError, RuntimeError):
+        raise                                   # the engines' own errors say what to do
+    except Exception as err:                    # e.g. onnxruntime's InvalidProtobuf
+        files = ", ".join(str(p) for p in plan.files.values())
+        flags = plan.cls.artifacts[plan.precision][2]
+        raise RuntimeError(f"engine {name!r} could not load {files} ({type(err).__name__}: "
+                           f"{err}); the file is corrupt or was not written by this i2i: "
+                           f"re-export with i2i-export {flags} --out {export_dir}") from err
 
 
 def _open_torch(plan: _Plan, export_dir: Path | None, max_batch: int, compile: bool) -> Engine:
