@@ -215,3 +215,52 @@ def test_sigterm_answers_every_request_already_sent(tmp_path):
         assert answered == 64
         assert proc.proc.wait(timeout=60) == 0
 
+
+
+def test_a_full_queue_says_when_to_retry(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path)
+    with running(["--checkpoint", str(ckpt), "--engine", "eager", "--max-batch", "1",
+                  "--max-queue", "1", "--max-delay-ms", "0"]) as proc:
+        statuses: list[tuple[int, str | None]] = []
+
+        def send() -> None:
+            request = urllib.request.Request(f"{proc.url}/v2/models/additive/infer",
+                                             data=v2([image([1, 3, 64, 64])]), method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=60) as r:
+                    statuses.append((r.status, None))
+            except urllib.error.HTTPError as err:
+                statuses.append((err.code, err.headers.get("Retry-After")))
+
+        threads = [threading.Thread(target=send) for _ in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        refused = [retry for status, retry in statuses if status == 503]
+        assert refused and all(retry == "1" for retry in refused), statuses
+        assert {status for status, _ in statuses} <= {200, 503}
+        assert_healthy(proc.url)
+
+
+def test_non_finite_outputs_are_not_written_as_bare_json_nan():
+    import torch
+
+    from i2i.runtime.protocol import InferRequest, ProtocolError, encode_infer
+
+    request = InferRequest(None, {}, {"*": False}, None)
+    with pytest.raises(ProtocolError, match="not finite .*binary_data") as caught:
+        encode_infer("additive", request, {"translation": torch.tensor([[float("nan")]])})
+    assert caught.value.status == 500
+    body, _ = encode_infer("additive", InferRequest(None, {}, {"*": True}, None),
+                           {"translation": torch.tensor([[float("nan")]])})
+    assert b"NaN" not in body.split(b"}]}")[0]               # binary data carries it as bytes
+
+
+def test_native_beyond_the_run_budget_is_413(server):
+    big = png_bytes(np.zeros((300, 300, 3), np.uint8))      # 90000 > 65536 pixels
+    status, content = post(f"{server.url}/v1/translate?resolution=native", big)
+    assert status == 413 and "--max-run-pixels" in json.loads(content)["error"], content
+    status, _ = post(f"{server.url}/v1/translate", big)      # auto: tiled instead
+    assert status == 200
+    assert_healthy(server.url)

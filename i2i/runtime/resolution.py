@@ -21,6 +21,7 @@ outputs (a Batcher's submit), and returns every output at H x W.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -66,6 +67,12 @@ def choose(resolution: Resolution, spec: EngineSpec, signature: ModelSpec,
     if policy == "native" and spec.size is not None:
         raise InputError(f"resolution=native needs an engine that takes any size; this one "
                          f"takes only {spec.size[0]}x{spec.size[1]}: use tile, mask or resize")
+    if policy == "native" and size[0] * size[1] > resolution.native_budget:
+        error = InputError(f"resolution=native would run {size[0] * size[1]} pixels at once; "
+                           f"at most {resolution.native_budget} may run together (raise it "
+                           "with --max-run-pixels): use tile or mask for this picture")
+        error.status = 413
+        raise error
     if policy == "mask" and signature.composite is None:
         raise InputError(f"resolution=mask applies to models whose output is the input changed "
                          f"through a mask; {spec.model} changes whole pictures: use native, "
@@ -207,8 +214,9 @@ def _tile_side(resolution: Resolution, spec: EngineSpec, signature: ModelSpec
                ) -> tuple[int, int]:
     if spec.size is not None:
         return spec.size
-    side = max(_round(resolution.working or DEFAULT_TILE, spec.size_multiple),
-               signature.smallest)
+    m = spec.size_multiple
+    largest = max(math.isqrt(resolution.native_budget) // m * m, signature.smallest)
+    side = max(min(_round(resolution.working or DEFAULT_TILE, m), largest), signature.smallest)
     return side, side
 
 

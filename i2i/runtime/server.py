@@ -174,6 +174,8 @@ class Service:
         self.metrics.queue_depth.set(self.batcher.stats.queue_depth + 1)
         try:
             return await self.batcher.submit(inputs, timeout_ms)
+        except (ValueError, TypeError) as err:         # the batcher's own checks: the client's
+            raise ProtocolError(str(err)) from err
         finally:
             self.metrics.queue_depth.set(self.batcher.stats.queue_depth)
 
