@@ -19,6 +19,20 @@ EXAMPLES = """examples:
   i2i-serve --export exports/maskcyclegan --input-dir in/ --output-dir out/ --mask center:0.5"""
 
 
+# The serving limits (README "Security and limits"): flag, type, default, what it bounds.
+LIMITS = [
+    ("--max-run-pixels", int, 2048 * 2048, "N x H x W one KServe request may give the engine "
+     "(413 above it); /v1/translate tiles pictures beyond it"),
+    ("--max-connections", int, 512, "open connections and requests at once; more get 503"),
+    ("--header-timeout-s", float, 10.0, "a request's line and headers must arrive within this"),
+    ("--body-timeout-s", float, 60.0, "a request's body must arrive within this (408 after)"),
+    ("--keep-alive-s", float, 5.0, "idle keep-alive connections are closed after this"),
+    ("--max-inflight-mb", float, 512.0, "request bodies held at once, in all; more get 503"),
+    ("--drain-s", float, 1.0, "on SIGTERM: time to read requests already sent before "
+     "shutting down"),
+]
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="i2i-serve", epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -42,21 +56,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-mb", type=float, default=64.0)
     p.add_argument("--max-pixels", type=int, default=4096 * 4096,
                    help="pictures with more pixels are refused before decoding (413)")
-    p.add_argument("--max-run-pixels", type=int, default=2048 * 2048,
-                   help="N x H x W one KServe request may give the engine (413 above it); "
-                        "/v1/translate tiles pictures beyond it")
-    p.add_argument("--max-connections", type=int, default=512,
-                   help="open connections and requests at once; more get 503")
-    p.add_argument("--header-timeout-s", type=float, default=10.0,
-                   help="a request's line and headers must arrive within this")
-    p.add_argument("--body-timeout-s", type=float, default=60.0,
-                   help="a request's body must arrive within this (408 after it)")
-    p.add_argument("--keep-alive-s", type=float, default=5.0,
-                   help="idle keep-alive connections are closed after this")
-    p.add_argument("--max-inflight-mb", type=float, default=512.0,
-                   help="request bodies held at once, in all; more get 503")
-    p.add_argument("--drain-s", type=float, default=1.0,
-                   help="on SIGTERM: time to read requests already sent before shutting down")
+    for flag, kind, default, text in LIMITS:
+        p.add_argument(flag, type=kind, default=default, help=text)
     p.add_argument("--input-dir", type=Path, help="translate this folder instead of serving "
                                                   "(the same as i2i-translate)")
     p.add_argument("--output-dir", type=Path, help="where --input-dir's translations go")
