@@ -34,12 +34,17 @@ def export_onnx(module: nn.Module, spec: ModelSpec, path: Path, batch: tuple[int
                 size: tuple[int, int], dynamic_size: bool = True, opset: int = OPSET) -> dict:
     """Write `path`; returns manifest facts (opset, dynamic dims, I/O names)."""
     wrapped = Positional(module.eval(), spec).eval()
-    # torch.export specialises a dimension seen as 0 or 1: trace with at least 2.
-    example = example_inputs(spec, max(2, batch[1]), size)
+    # torch.export specialises a dimension seen as 0 or 1: trace with at least 2. H and W are
+    # traced at no fewer than 2 blocks of size_multiple for the same reason: at exactly one block
+    # a U-Net's bottleneck is 1x1 (unet_256 at 256x256), which would pin H and W to that size.
+    # The graph's ops (convolutions, norms, concatenations) take any number of blocks, one
+    # included; the parity gate then runs it at the requested size.
+    m = spec.size_multiple
+    traced = tuple(max(s, 2 * m) for s in size) if dynamic_size else size
+    example = example_inputs(spec, max(2, batch[1]), traced)
     batch_dim = torch.export.Dim("batch", min=max(1, batch[0]), max=max(2, batch[2]))
     dims: dict[int, object] = {0: batch_dim}
     if dynamic_size:
-        m = spec.size_multiple
         dims[2] = m * torch.export.Dim("height_blocks", min=1, max=max(2, 8192 // m))
         dims[3] = m * torch.export.Dim("width_blocks", min=1, max=max(2, 8192 // m))
     # knobs (N, 1) share only the batch dimension
