@@ -42,7 +42,7 @@ MODELS: dict[str, ModelEntry] = {
     "cyclegan": ModelEntry(CycleGANConfig, CycleGANTranslator, cyclegan_signatures, "resnet"),
     "lomit": ModelEntry(LomitConfig, LomitTranslator, lomit_signatures),
     "maskcyclegan": ModelEntry(MaskCycleGANConfig, MaskCycleGANTranslator,
-                               maskcyclegan_signatures),
+                               maskcyclegan_signatures, "maskcyclegan"),
     "pix2pix": ModelEntry(Pix2PixConfig, Pix2PixTranslator, pix2pix_signatures, "unet"),
 }
 
