@@ -145,11 +145,11 @@ def _check_size(spec: EngineSpec, signature: ModelSpec, name: str, size: tuple[i
         raise InputError(f"input {name!r} is {h}x{w}; this {spec.device} engine takes only "
                          f"{spec.size[0]}x{spec.size[1]} images (fixed at export): resize, or "
                          "re-export with --size, or use the onnxruntime engine")
-    m, least = spec.size_multiple, max(spec.size_multiple, signature.min_size)
-    if h % m or w % m or min(h, w) < least:
+    fit = signature.padded(h, w)
+    if fit != (h, w):
         raise InputError(f"input {name!r} is {h}x{w}; height and width must be multiples "
-                         f"of {m} (at least {least}; pad or resize to "
-                         f"{max(-(-h // m) * m, least)}x{max(-(-w // m) * m, least)})")
+                         f"of {signature.size_multiple} (at least {signature.smallest}; pad or "
+                         f"resize to {fit[0]}x{fit[1]})")
 
 
 def _check_values(t: TensorSpec, x: torch.Tensor) -> None:

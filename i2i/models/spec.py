@@ -133,19 +133,20 @@ class ModelSpec:
         """The smallest height and width the architecture takes."""
         return max(self.size_multiple, self.min_size)
 
+    def padded(self, height: int, width: int) -> tuple[int, int]:
+        """The smallest H x W at or above `height` x `width` the architecture takes: the one
+        size rule (check_size, the engines' batch check and the native policy follow it)."""
+        m = self.size_multiple
+        return (max(-(-height // m) * m, self.smallest), max(-(-width // m) * m, self.smallest))
+
     def check_size(self, height: int, width: int) -> None:
         """Raise InputError when the architecture cannot take an H x W image."""
-        m = self.size_multiple
-        if height % m or width % m or min(height, width) < self.smallest:
+        fit = self.padded(height, width)
+        if fit != (height, width):
             raise InputError(
                 f"image size {height}x{width} is not supported: height and width must be "
-                f"multiples of {m}, at least {self.smallest}, for this model (try "
-                f"{max(_round_up(height, m), self.smallest)}x"
-                f"{max(_round_up(width, m), self.smallest)})")
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return max(multiple, -(-value // multiple) * multiple)
+                f"multiples of {self.size_multiple}, at least {self.smallest}, for this model "
+                f"(try {fit[0]}x{fit[1]})")
 
 
 def image_spec(name: str, channels: int = 3, over: str | None = None) -> TensorSpec:

@@ -3,6 +3,8 @@ mask file or scheme fills, which query parameters are knobs, and the batches tha
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..engines import EngineSpec
@@ -48,6 +50,7 @@ def knob_inputs(query, spec: EngineSpec) -> dict[str, float]:
     return out
 
 
+@functools.cache
 def _registry_knobs() -> dict[str, set[str]]:
     """knob name -> the registered models that take it (with their default configs)."""
     owners: dict[str, set[str]] = {}

@@ -93,7 +93,7 @@ async def translate(run: Run, spec: EngineSpec, signature: ModelSpec, inputs: Te
     size = _size(signature, inputs)
     policy = choose(resolution, spec, signature, size)
     if policy == "native":
-        return await _native(run, cpu, signature, inputs, spec.size_multiple)
+        return await _native(run, cpu, signature, inputs)
     if policy == "resize":
         return await _resized(run, cpu, signature, inputs, spec.size or spec.default_size,
                               size)
@@ -152,13 +152,9 @@ def _scaled(tensors: Tensors, size: tuple[int, int], specs: tuple[TensorSpec, ..
             for k, v in tensors.items()}
 
 
-async def _native(run: Run, cpu, signature: ModelSpec, inputs: Tensors, multiple: int
-                  ) -> Tensors:
+async def _native(run: Run, cpu, signature: ModelSpec, inputs: Tensors) -> Tensors:
     h, w = _size(signature, inputs)
-    least = max(multiple, signature.min_size)
-    height = max(-(-h // multiple) * multiple, least)
-    width = max(-(-w // multiple) * multiple, least)
-    out = await run(await cpu(_padded, inputs, height, width))
+    out = await run(await cpu(_padded, inputs, *signature.padded(h, w)))
     return {k: v[:, :, :h, :w] for k, v in out.items()}
 
 
@@ -177,8 +173,8 @@ def _mask_working(resolution: Resolution, spec: EngineSpec, signature: ModelSpec
         return spec.size
     long_side = resolution.working or max(spec.default_size)
     scale = min(1.0, long_side / max(size))
-    m, least = spec.size_multiple, max(spec.size_multiple, signature.min_size)
-    return max(_round(size[0] * scale, m), least), max(_round(size[1] * scale, m), least)
+    m = spec.size_multiple
+    return signature.padded(_round(size[0] * scale, m), _round(size[1] * scale, m))
 
 
 async def _masked(run: Run, cpu, signature: ModelSpec, inputs: Tensors,
