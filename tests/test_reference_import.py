@@ -30,19 +30,26 @@ UNPICKLED: list[object] = []      # filled only if a test payload is ever fully 
 # The reference ResNet generator: one nn.Sequential, keys "model.<index>...."
 
 
-def ref_norm(channels: int, stale_stats: bool) -> nn.InstanceNorm2d:
-    # Old reference checkpoints were saved with track_running_stats=True InstanceNorms.
+def ref_norm(channels: int, stale_stats: bool, kind: str = "instance") -> nn.Module:
+    """The reference's --norm choices. Old reference checkpoints were saved with
+    track_running_stats=True InstanceNorms."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "none":
+        return nn.Identity()
     return nn.InstanceNorm2d(channels, affine=False, track_running_stats=stale_stats)
 
 
 class RefResnetBlock(nn.Module):
-    def __init__(self, dim: int, dropout: bool, stale_stats: bool):
+    def __init__(self, dim: int, dropout: bool, stale_stats: bool, kind: str = "instance"):
         super().__init__()
-        layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), ref_norm(dim, stale_stats),
-                  nn.ReLU(True)]
+        bias = kind == "instance"                       # the reference's use_bias
+        layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias),
+                  ref_norm(dim, stale_stats, kind), nn.ReLU(True)]
         if dropout:
             layers.append(nn.Dropout(0.5))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), ref_norm(dim, stale_stats)]
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias),
+                   ref_norm(dim, stale_stats, kind)]
         self.conv_block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,17 +58,19 @@ class RefResnetBlock(nn.Module):
 
 class RefResnetGenerator(nn.Module):
     def __init__(self, in_nc: int = 3, out_nc: int = 3, ngf: int = 64, n_blocks: int = 9,
-                 dropout: bool = False, stale_stats: bool = False):
+                 dropout: bool = False, stale_stats: bool = False, kind: str = "instance"):
         super().__init__()
-        norm = lambda c: ref_norm(c, stale_stats)
-        layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_nc, ngf, 7), norm(ngf), nn.ReLU(True)]
+        norm = lambda c: ref_norm(c, stale_stats, kind)
+        bias = kind == "instance"
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_nc, ngf, 7, bias=bias), norm(ngf),
+                  nn.ReLU(True)]
         for mult in (1, 2):                                         # indices 4-6, 7-9
-            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1),
+            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
                        norm(ngf * mult * 2), nn.ReLU(True)]
-        layers += [RefResnetBlock(ngf * 4, dropout, stale_stats) for _ in range(n_blocks)]
+        layers += [RefResnetBlock(ngf * 4, dropout, stale_stats, kind) for _ in range(n_blocks)]
         for mult in (4, 2):
             layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
-                                          output_padding=1),
+                                          output_padding=1, bias=bias),
                        norm(ngf * mult // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_nc, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
@@ -77,24 +86,26 @@ class RefResnetGenerator(nn.Module):
 class RefUnetBlock(nn.Module):
     def __init__(self, outer_nc: int, inner_nc: int, input_nc: int | None = None,
                  submodule: nn.Module | None = None, outermost: bool = False,
-                 innermost: bool = False, dropout: bool = False):
+                 innermost: bool = False, dropout: bool = False, kind: str = "batch"):
         super().__init__()
         self.outermost = outermost
         input_nc = outer_nc if input_nc is None else input_nc
-        downconv = nn.Conv2d(input_nc, inner_nc, 4, stride=2, padding=1, bias=False)
+        bias = kind == "instance"                          # the reference's use_bias
+        norm = lambda c: ref_norm(c, False, kind)
+        downconv = nn.Conv2d(input_nc, inner_nc, 4, stride=2, padding=1, bias=bias)
         downrelu = nn.LeakyReLU(0.2, True)                # in place, as in the reference
         uprelu = nn.ReLU(True)
         if outermost:
             upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, stride=2, padding=1)
             layers = [downconv, submodule, uprelu, upconv, nn.Tanh()]
         elif innermost:
-            upconv = nn.ConvTranspose2d(inner_nc, outer_nc, 4, stride=2, padding=1, bias=False)
-            layers = [downrelu, downconv, uprelu, upconv, nn.BatchNorm2d(outer_nc)]
+            upconv = nn.ConvTranspose2d(inner_nc, outer_nc, 4, stride=2, padding=1, bias=bias)
+            layers = [downrelu, downconv, uprelu, upconv, norm(outer_nc)]
         else:
             upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, stride=2, padding=1,
-                                        bias=False)
-            layers = [downrelu, downconv, nn.BatchNorm2d(inner_nc), submodule, uprelu, upconv,
-                      nn.BatchNorm2d(outer_nc)]
+                                        bias=bias)
+            layers = [downrelu, downconv, norm(inner_nc), submodule, uprelu, upconv,
+                      norm(outer_nc)]
             if dropout:
                 layers.append(nn.Dropout(0.5))
         self.model = nn.Sequential(*layers)
@@ -109,15 +120,16 @@ class RefUnetBlock(nn.Module):
 
 class RefUnetGenerator(nn.Module):
     def __init__(self, in_nc: int = 3, out_nc: int = 3, num_downs: int = 8, ngf: int = 64,
-                 dropout: bool = True):
+                 dropout: bool = True, kind: str = "batch"):
         super().__init__()
-        block = RefUnetBlock(ngf * 8, ngf * 8, innermost=True)
+        block = RefUnetBlock(ngf * 8, ngf * 8, innermost=True, kind=kind)
         for _ in range(num_downs - 5):
-            block = RefUnetBlock(ngf * 8, ngf * 8, submodule=block, dropout=dropout)
-        block = RefUnetBlock(ngf * 4, ngf * 8, submodule=block)
-        block = RefUnetBlock(ngf * 2, ngf * 4, submodule=block)
-        block = RefUnetBlock(ngf, ngf * 2, submodule=block)
-        self.model = RefUnetBlock(out_nc, ngf, input_nc=in_nc, submodule=block, outermost=True)
+            block = RefUnetBlock(ngf * 8, ngf * 8, submodule=block, dropout=dropout, kind=kind)
+        block = RefUnetBlock(ngf * 4, ngf * 8, submodule=block, kind=kind)
+        block = RefUnetBlock(ngf * 2, ngf * 4, submodule=block, kind=kind)
+        block = RefUnetBlock(ngf, ngf * 2, submodule=block, kind=kind)
+        self.model = RefUnetBlock(out_nc, ngf, input_nc=in_nc, submodule=block, outermost=True,
+                                  kind=kind)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

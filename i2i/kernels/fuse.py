@@ -6,7 +6,9 @@ The swapped modules reuse the original convolutions (same parameters, same state
 - AddMask (the additive model's output step) -> add_mask_clamp
 - HAdaIN (LOMIT's instance norm + foreground/background style blend) -> instance_norm_hadain
 
-The fused modules are for inference: they ignore dropout, as eval mode does.
+The fused modules are for inference: they ignore dropout, as eval mode does. ResNet steps with
+another norm than the plain instance norm (a reference generator imported with --norm batch or
+none) are left as they are: the kernels compute instance norm only.
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ class FusedHAdaIN(nn.Module):
                                                   eps=self.eps)
 
 
+def _fusable(module: nn.Module) -> bool:
+    norms = {ConvNormReLU: ("norm",), ResidualBlock: ("norm1", "norm2")}.get(type(module), ())
+    return all(type(n) is nn.InstanceNorm2d and not n.affine and not n.track_running_stats
+               for n in (getattr(module, name) for name in norms))
+
+
 SWAPS: dict[type, type] = {
     ConvNormReLU: FusedConvNormReLU,
     ResidualBlock: FusedResidualBlock,
@@ -94,7 +102,7 @@ def use_fused_kernels(model: nn.Module) -> nn.Module:
     swapped = 0
     for name, module in list(model.named_modules()):
         make = SWAPS.get(type(module))
-        if make is None or not name:
+        if make is None or not name or not _fusable(module):
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

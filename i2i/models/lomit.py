@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pix2pix import SampleNorm
+from .norms import SampleNorm
 from .resnet import ConvNormReLU, ResidualBlock
 from .spec import Composite, ModelSpec, image_spec, mask_spec
 

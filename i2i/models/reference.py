@@ -3,27 +3,33 @@
 Those files (`latest_net_G_A.pth`, `latest_net_G.pth`; mask-cgan's `runs/<run>/netG_A2B.pth`) are
 plain state_dicts keyed by nn.Sequential indices (`model.1.weight`, ...). They are read with
 `torch.load(weights_only=True)`, which refuses arbitrary pickled objects; the keys are mapped to
-i2i's named modules, the architecture (ngf, blocks, depth, dropout) is read off the keys and
-shapes, and the result is written as an i2i checkpoint.
+i2i's named modules, the architecture is read off the keys and shapes, and the result is written
+as an i2i checkpoint.
 
-    python -m i2i.models.reference latest_net_G_A.pth --model cyclegan --out horse2zebra.safetensors
-    python -m i2i.models.reference latest_net_G.pth --model pix2pix --no-dropout --out f.safetensors
-    python -m i2i.models.reference netG_A2B.pth --model maskcyclegan --out m.safetensors
+    i2i-import latest_net_G_A.pth --model cyclegan --out horse2zebra.safetensors
+    i2i-import latest_net_G.pth --model pix2pix --no-dropout --eval --out facades.safetensors
+    i2i-import netG_A2B.pth --model maskcyclegan --out m.safetensors
 
-Layouts (a registry entry's `reference` field):
-- resnet: the CycleGAN ResnetGenerator (models cyclegan, additive). Dropout is read off the keys
-  (a dropout layer moves each block's second conv from `conv_block.5` to `conv_block.6`); an
-  explicit dropout choice that contradicts them is an error.
-- unet: the pix2pix UnetGenerator (model pix2pix). Dropout has no weights, so the file cannot
-  tell: it is the caller's choice, default on as the reference trains pix2pix unless
-  `--no_dropout` was given; pass `--no-dropout` (dropout=False) for a model trained with it.
-- maskcyclegan: mask-cgan's `Generator(use_mask=True)` (github.com/minfawang/mask-cgan,
-  model/models.py, read for this layout): the same `model.<i>` Sequential as the CycleGAN ResNet
-  (without dropout) plus two 1x1 convolutions `mask_model` (E_m) and `context_model` (E_c),
-  mapped to i2i's `mask_encoder` and `context_encoder`. mask-cgan feeds a C-channel mask; i2i
-  repeats its one-channel mask over C, the same input wherever the C channels are equal.
-The chosen dropout is recorded in the checkpoint's config, and how it was chosen in
-meta["dropout_from"] ("keys", "caller" or "reference default").
+What the keys tell (an option given for it must agree, or the import stops and says why): ngf,
+blocks or depth; the norm (`--norm`: batch where norm layers hold weights, instance where the
+convolutions carry biases instead, none where neither); input and output channels (`--input-nc`,
+`--output-nc`: grey <-> colour generators import as cyclegan or pix2pix); a ResNet's dropout (a
+dropout layer moves each block's second conv from `conv_block.5` to `conv_block.6`).
+What only the caller can say, under the reference's option names:
+- `--no-dropout`: a pix2pix U-Net's dropout has no weights; the default is on, as the reference
+  trains pix2pix unless `--no_dropout` was given.
+- `--eval`: batch norm uses its running statistics at inference, as the reference's test with
+  `--eval`; by default each image is normalised with its own statistics, as its test without it.
+- `--direction AtoB|BtoA`: which way the generator maps; by default read from the file name
+  (G_A and A2B map A to B, G_B and B2A map B to A), else AtoB.
+
+Layouts (a registry entry's `reference` field): resnet, the CycleGAN ResnetGenerator (models
+cyclegan, additive); unet, the pix2pix UnetGenerator (model pix2pix); maskcyclegan, mask-cgan's
+`Generator(use_mask=True)` (github.com/minfawang/mask-cgan, model/models.py): the ResNet's
+Sequential plus two 1x1 convolutions `mask_model` (E_m) and `context_model` (E_c), mapped to
+i2i's `mask_encoder` and `context_encoder`. mask-cgan feeds a C-channel mask; i2i repeats its
+one-channel mask over C, the same input wherever the C channels are equal.
+The checkpoint's meta records how each choice was made (dropout_from, direction_from).
 """
 
 from __future__ import annotations
@@ -31,12 +37,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
 from . import MODELS, CheckpointError, build, get_entry, load_state, make_config
 from .checkpoint import save_checkpoint
+from .norms import NORMS
+
+DIRECTIONS = ("AtoB", "BtoA")
+REFERENCE_CROP = 256              # the reference's --crop_size default
 
 STALE_NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
 SHOWN_KEYS = 6                    # how many of a file's keys an error lists
@@ -44,15 +55,19 @@ SHOWN_KEYS = 6                    # how many of a file's keys an error lists
 
 def resnet_key_map(n_blocks: int, dropout: bool) -> dict[str, str]:
     """Reference module prefix -> i2i module prefix for the ResNet generator."""
-    second = 6 if dropout else 5
-    mapping = {"model.1": "generator.stem.conv", "model.4": "generator.down.0.conv",
-               "model.7": "generator.down.1.conv",
-               f"model.{10 + n_blocks}": "generator.up.0.conv",
-               f"model.{13 + n_blocks}": "generator.up.1.conv",
-               f"model.{17 + n_blocks}": "generator.head"}
+    second = 6 if dropout else 5             # each conv's norm follows it at the next index
+    steps = {1: "generator.stem", 4: "generator.down.0", 7: "generator.down.1",
+             10 + n_blocks: "generator.up.0", 13 + n_blocks: "generator.up.1"}
+    mapping = {f"model.{17 + n_blocks}": "generator.head"}
+    for index, name in steps.items():
+        mapping[f"model.{index}"] = f"{name}.conv"
+        mapping[f"model.{index + 1}"] = f"{name}.norm"
     for i in range(n_blocks):
-        mapping[f"model.{10 + i}.conv_block.1"] = f"generator.blocks.{i}.conv1"
-        mapping[f"model.{10 + i}.conv_block.{second}"] = f"generator.blocks.{i}.conv2"
+        block = f"model.{10 + i}.conv_block"
+        mapping.update({f"{block}.1": f"generator.blocks.{i}.conv1",
+                        f"{block}.2": f"generator.blocks.{i}.norm1",
+                        f"{block}.{second}": f"generator.blocks.{i}.conv2",
+                        f"{block}.{second + 1}": f"generator.blocks.{i}.norm2"})
     return mapping
 
 
@@ -124,16 +139,59 @@ def _not_layout(what: str, key: str, state: dict[str, torch.Tensor], model: str)
 
 
 # ---------------------------------------------------------------------------------------------
-# Config from the keys (and the caller's dropout choice)
+# Config from the keys, and what the caller says where the keys cannot tell
 
 
-def infer_resnet_config(state: dict[str, torch.Tensor], dropout: bool | None = None,
+@dataclass(frozen=True)
+class Asked:
+    """What the caller says about a file, under the reference's option names. None: read it off
+    the keys where they tell (an explicit value must then agree), else the reference's default.
+    """
+
+    dropout: bool | None = None     # False: --no-dropout
+    norm: str | None = None         # --norm instance | batch | none
+    input_nc: int | None = None     # --input-nc
+    output_nc: int | None = None    # --output-nc
+    running_stats: bool = False     # --eval: batch norm's running statistics at inference
+    direction: str | None = None    # --direction AtoB | BtoA
+
+
+def norm_from_keys(state: dict[str, torch.Tensor], first_conv: str) -> str:
+    """batch where norm layers hold weights (1-D `.weight` tensors: conv weights are 4-D),
+    instance where the convolutions carry biases instead, none where neither."""
+    if any(k.endswith(".weight") and v.dim() == 1 for k, v in state.items()):
+        return "batch"
+    return "instance" if f"{first_conv}.bias" in state else "none"
+
+
+def _agree(what: str, asked, found, how: str) -> None:
+    if asked is not None and asked != found:
+        raise CheckpointError(f"{what} {asked} was asked for, but the file's keys show "
+                              f"{found} ({how}); leave the option out to take it from the file")
+
+
+def _shared_config(state: dict[str, torch.Tensor], asked: Asked, first_conv: str,
+                   output_nc: int) -> dict:
+    """norm, channels and their inference settings, common to every layout."""
+    norm = norm_from_keys(state, first_conv)
+    _agree("--norm", asked.norm, norm,
+           "norm weights, conv biases or neither after the first convolution")
+    input_nc = state[f"{first_conv}.weight"].shape[1]
+    _agree("--input-nc", asked.input_nc, input_nc, "the first convolution's input channels")
+    _agree("--output-nc", asked.output_nc, output_nc, "the last convolution's output channels")
+    return {"channels": input_nc, "norm": norm,
+            "out_channels": None if output_nc == input_nc else output_nc,
+            "running_stats": asked.running_stats and norm == "batch"}
+
+
+def infer_resnet_config(state: dict[str, torch.Tensor], asked: Asked = Asked(),
                         model: str = "cyclegan") -> tuple[dict, str]:
     if "model.1.weight" not in state:
         raise _not_layout("ResNet generator", "model.1.weight", state, model)
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"model\.(\d+)\.conv_block\.", k))}
-    found = any(".conv_block.6.weight" in k for k in state)
-    if dropout is not None and blocks and dropout != found:
+    # A dropout layer moves the second conv to index 6 (without one, 6 is its norm: 1-D).
+    found = any(k.endswith(".conv_block.6.weight") and v.dim() == 4 for k, v in state.items())
+    if asked.dropout is not None and blocks and asked.dropout != found:
         if found:
             raise CheckpointError(
                 "the file's residual blocks hold a dropout layer (second conv at "
@@ -143,33 +201,54 @@ def infer_resnet_config(state: dict[str, torch.Tensor], dropout: bool | None = N
             "the file's residual blocks hold no dropout layer (second conv at "
             "'model.10.conv_block.5'): it was trained with --no_dropout, so import it without "
             "a dropout choice (dropout=None or False)")
-    return {"ngf": state["model.1.weight"].shape[0], "n_blocks": len(blocks),
-            "channels": state["model.1.weight"].shape[1], "dropout": found}, "keys"
+    head = f"model.{17 + len(blocks)}.weight"
+    if head not in state:
+        raise _not_layout("ResNet generator", head, state, model)
+    return {"ngf": state["model.1.weight"].shape[0], "n_blocks": len(blocks), "dropout": found,
+            **_shared_config(state, asked, "model.1", state[head].shape[0])}, "keys"
 
 
-def infer_unet_config(state: dict[str, torch.Tensor], dropout: bool | None = None,
+def infer_unet_config(state: dict[str, torch.Tensor], asked: Asked = Asked(),
                       model: str = "pix2pix") -> tuple[dict, str]:
     if "model.model.0.weight" not in state:
         raise _not_layout("U-Net generator", "model.model.0.weight", state, model)
     depth = max(k.count(".model.") for k in state)  # one '.model.' per nesting level
-    first = state["model.model.0.weight"]
     # No weights tell: the reference trains pix2pix with dropout unless --no_dropout.
-    source = "reference default" if dropout is None else "caller"
-    return {"depth": depth, "ngf": first.shape[0], "channels": first.shape[1],
-            "dropout": True if dropout is None else dropout}, source
+    source = "reference default" if asked.dropout is None else "caller"
+    output_nc = state["model.model.3.weight"].shape[1]     # ConvTranspose2d: (in, out, k, k)
+    return {"depth": depth, "ngf": state["model.model.0.weight"].shape[0],
+            "dropout": True if asked.dropout is None else asked.dropout,
+            **_shared_config(state, asked, "model.model.0", output_nc)}, source
 
 
-def infer_maskcyclegan_config(state: dict[str, torch.Tensor], dropout: bool | None = None,
+def infer_maskcyclegan_config(state: dict[str, torch.Tensor], asked: Asked = Asked(),
                               model: str = "maskcyclegan") -> tuple[dict, str]:
     for key in ("mask_model.weight", "context_model.weight"):
         if key not in state:
             raise _not_layout("Mask CycleGAN generator (mask-cgan Generator with use_mask)",
                               key, state, model)
-    return infer_resnet_config(state, dropout, model)
+    return infer_resnet_config(state, asked, model)
 
 
-def convert(state: dict[str, torch.Tensor], model: str,
-            dropout: bool | None = None) -> tuple[dict[str, torch.Tensor], dict, str]:
+# Settings some models lack, at the value that means "as those models are built"; a file that
+# needs another value cannot be imported as such a model.
+PLAIN = {"norm": "instance", "out_channels": None, "running_stats": False}
+
+
+def _fit(values: dict, model: str) -> dict:
+    known = {f.name for f in fields(get_entry(model).config)}
+    for name in sorted(set(values) - known):
+        if values[name] != PLAIN.get(name):
+            takers = sorted(n for n, e in MODELS.items() if e.reference in LAYOUTS
+                            and name in {f.name for f in fields(e.config)})
+            raise CheckpointError(
+                f"model {model!r} has no {name!r} setting, and this file needs {name} = "
+                f"{values[name]!r}; models with it: {', '.join(takers)}")
+    return {k: v for k, v in values.items() if k in known}
+
+
+def convert(state: dict[str, torch.Tensor], model: str, asked: Asked = Asked()
+            ) -> tuple[dict[str, torch.Tensor], dict, str]:
     """(i2i state_dict, config values, how dropout was chosen) from a reference state_dict."""
     layout = get_entry(model).reference
     if layout not in LAYOUTS:
@@ -177,46 +256,63 @@ def convert(state: dict[str, torch.Tensor], model: str,
         raise CheckpointError(f"no reference importer for model {model!r}; "
                               f"known: {', '.join(known)}")
     state = {k.removeprefix("module."): v for k, v in state.items()}   # DataParallel saves
-    infer_config, key_map, stale_stats = LAYOUTS[layout]
-    config, dropout_from = infer_config(state, dropout, model)
+    infer_config, key_map = LAYOUTS[layout]
+    config, dropout_from = infer_config(state, asked, model)
     mapping = key_map(config)
     converted, unexpected = {}, []
     for key, value in state.items():
         prefix, _, leaf = key.rpartition(".")
+        if leaf in STALE_NORM_STATS and config["norm"] != "batch":
+            continue         # old InstanceNorm running stats: unused with track_running_stats=False
         if prefix in mapping:
             converted[f"{mapping[prefix]}.{leaf}"] = value
-        elif leaf in STALE_NORM_STATS and stale_stats:
-            continue         # old InstanceNorm running stats: unused with track_running_stats=False
         else:
             unexpected.append(key)
     if unexpected:
         raise CheckpointError(f"unexpected keys for a reference {model} generator: "
                               f"{unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}; "
                               f"{describe(state, model)}")
-    return converted, config, dropout_from
+    return converted, _fit(config, model), dropout_from
 
 
-# layout (ModelEntry.reference) -> (config and dropout source from the state_dict and the
-# caller's dropout, key map from that config, whether old InstanceNorm running statistics may be
-# present and are dropped)
+# layout (ModelEntry.reference) -> (config and dropout source from the state_dict and what the
+# caller asked, key map from that config)
 LAYOUTS = {
     "resnet": (infer_resnet_config,
-               lambda config: resnet_key_map(config["n_blocks"], config["dropout"]), True),
-    "unet": (infer_unet_config, lambda config: unet_key_map(config["depth"]), False),
+               lambda config: resnet_key_map(config["n_blocks"], config["dropout"])),
+    "unet": (infer_unet_config, lambda config: unet_key_map(config["depth"])),
     "maskcyclegan": (infer_maskcyclegan_config,
-                     lambda config: maskcyclegan_key_map(config["n_blocks"], config["dropout"]),
-                     True),
+                     lambda config: maskcyclegan_key_map(config["n_blocks"], config["dropout"])),
 }
 
 
+def direction_of(path: Path, asked: str | None) -> tuple[str, str]:
+    """(AtoB | BtoA, where it came from): the caller's, else the file name's (the reference's
+    G_A maps A to B and G_B maps B to A; mask-cgan's netG_A2B / netG_B2A), else AtoB."""
+    if asked is not None:
+        if asked not in DIRECTIONS:
+            raise CheckpointError(f"--direction must be AtoB or BtoA, got {asked!r}")
+        return asked, "caller"
+    if re.search(r"G_A$|A2B$", path.stem):
+        return "AtoB", "file name"
+    if re.search(r"G_B$|B2A$", path.stem):
+        return "BtoA", "file name"
+    return "AtoB", "reference default"
+
+
 def import_reference(path: str | Path, model: str, out: str | Path,
-                     dropout: bool | None = None) -> Path:
+                     dropout: bool | None = None, **asked) -> Path:
     """Read a reference `.pth` generator safely and write it as an i2i checkpoint.
 
     dropout: None takes it from the keys where they tell (ResNet) and otherwise the reference's
-    default (pix2pix U-Net: on); False is the reference's --no_dropout.
+    default (pix2pix U-Net: on); False is the reference's --no_dropout. The other keywords are
+    `Asked`'s: norm, input_nc, output_nc, running_stats (--eval), direction.
     """
     path = Path(path)
+    asked = Asked(dropout=dropout, **asked)
+    if asked.norm is not None and asked.norm not in NORMS:
+        raise CheckpointError(f"--norm must be one of {', '.join(NORMS)}, got {asked.norm!r}")
+    direction = direction_of(path, asked.direction)
     if not path.is_file():
         raise CheckpointError(f"reference checkpoint {path} does not exist")
     try:
@@ -226,18 +322,23 @@ def import_reference(path: str | Path, model: str, out: str | Path,
             f"{path} could not be read as a weights-only state_dict: {err}") from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a plain state_dict of tensors")
-    converted, values, dropout_from = convert(state, model, dropout)
+    converted, values, dropout_from = convert(state, model, asked)
     config = make_config(model, values)
     module = build(model, config)
     load_state(module, converted, source=str(path))      # lists missing/unexpected/shape problems
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    # The reference's crop: 256 (its default), or a U-Net's own size (unet_128 at 128); export
+    # and serving take it as the working size.
+    size = 2 ** values["depth"] if "depth" in values else REFERENCE_CROP
     meta = {"imported_from": path.name, "source_sha256": digest, "data": {"kind": "reference"},
-            "dropout_from": dropout_from}
+            "dropout_from": dropout_from, "direction": direction[0],
+            "direction_from": direction[1],
+            "training": {"size": size, "size_from": "reference crop"}}
     return save_checkpoint(out, model, config, module.state_dict(), step=0, meta=meta)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="i2i-import", description=__doc__.splitlines()[0])
     parser.add_argument("pth", help="reference generator state_dict, e.g. latest_net_G_A.pth")
     parser.add_argument("--model", default="cyclegan",
                         help="cyclegan, additive, pix2pix or maskcyclegan")
@@ -245,10 +346,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dropout", action="store_true",
                         help="the model was trained with the reference's --no_dropout (pix2pix; "
                              "ResNet files show it in their keys)")
+    parser.add_argument("--norm", choices=NORMS, default=None,
+                        help="the reference's --norm; read off the keys (checked if given)")
+    parser.add_argument("--input-nc", type=int, default=None,
+                        help="the reference's --input_nc, e.g. 1 for grey input; read off the "
+                             "keys (checked if given)")
+    parser.add_argument("--output-nc", type=int, default=None,
+                        help="the reference's --output_nc; read off the keys (checked if given)")
+    parser.add_argument("--eval", dest="running_stats", action="store_true",
+                        help="batch norm uses its running statistics at inference, as the "
+                             "reference's test --eval (default: each image's own statistics, "
+                             "as its test without --eval at batch 1)")
+    parser.add_argument("--direction", choices=DIRECTIONS, default=None,
+                        help="which way the generator maps, recorded in the checkpoint "
+                             "(default: from a G_A / G_B / A2B / B2A file name, else AtoB)")
     args = parser.parse_args(argv)
     try:
         written = import_reference(args.pth, args.model, args.out,
-                                   dropout=False if args.no_dropout else None)
+                                   dropout=False if args.no_dropout else None, norm=args.norm,
+                                   input_nc=args.input_nc, output_nc=args.output_nc,
+                                   running_stats=args.running_stats, direction=args.direction)
     except (CheckpointError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     print(f"wrote {written}")

@@ -10,27 +10,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def instance_norm(channels: int) -> nn.InstanceNorm2d:
-    # affine=False, no running stats: the reference's "instance" norm; statistics are always the
-    # sample's own, so batching never changes a result.
-    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+from .norms import conv_bias, norm_layer
 
 
 class ConvNormReLU(nn.Module):
-    """(reflect pad) -> conv or transposed conv -> instance norm -> ReLU."""
+    """(reflect pad) -> conv or transposed conv -> norm (instance by default) -> ReLU."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, reflect: int = 0,
-                 transpose: bool = False):
+                 transpose: bool = False, norm: str = "instance", running: bool = False):
         super().__init__()
         self.pad = nn.ReflectionPad2d(reflect) if reflect else nn.Identity()
+        bias = conv_bias(norm)
         if transpose:
             # u-k: doubles H and W exactly (output_padding=1).
             self.conv = nn.ConvTranspose2d(cin, cout, kernel, stride=stride, padding=1,
-                                           output_padding=1)
+                                           output_padding=1, bias=bias)
         else:
-            self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=0 if reflect else 1)
-        self.norm = instance_norm(cout)
+            self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=0 if reflect else 1,
+                                  bias=bias)
+        self.norm = norm_layer(norm, cout, running)
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -40,16 +38,18 @@ class ConvNormReLU(nn.Module):
 class ResidualBlock(nn.Module):
     """R-k: x + IN(conv3(pad(dropout(ReLU(IN(conv3(pad(x))))))))."""
 
-    def __init__(self, channels: int, dropout: bool = False):
+    def __init__(self, channels: int, dropout: bool = False, norm: str = "instance",
+                 running: bool = False):
         super().__init__()
+        bias = conv_bias(norm)
         self.pad1 = nn.ReflectionPad2d(1)
-        self.conv1 = nn.Conv2d(channels, channels, 3)
-        self.norm1 = instance_norm(channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, bias=bias)
+        self.norm1 = norm_layer(norm, channels, running)
         self.act = nn.ReLU()
         self.dropout = nn.Dropout(0.5) if dropout else nn.Identity()
         self.pad2 = nn.ReflectionPad2d(1)
-        self.conv2 = nn.Conv2d(channels, channels, 3)
-        self.norm2 = instance_norm(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, bias=bias)
+        self.norm2 = norm_layer(norm, channels, running)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.dropout(self.act(self.norm1(self.conv1(self.pad1(x)))))
@@ -57,22 +57,28 @@ class ResidualBlock(nn.Module):
 
 
 class ResnetGenerator(nn.Module):
-    """(N, in_channels, H, W) -> (N, out_channels, H, W) in [-1, 1]; H and W multiples of 4."""
+    """(N, in_channels, H, W) -> (N, out_channels, H, W) in [-1, 1]; H and W multiples of 4.
+
+    norm: instance (the reference's CycleGAN default), batch or none (i2i.models.norms);
+    running: batch norm's running statistics at inference (the reference's --eval)."""
 
     size_multiple = 4
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64,
-                 n_blocks: int = 9, dropout: bool = False):
+                 n_blocks: int = 9, dropout: bool = False, norm: str = "instance",
+                 running: bool = False):
         super().__init__()
-        self.stem = ConvNormReLU(in_channels, ngf, 7, reflect=3)
+        n = {"norm": norm, "running": running}
+        self.stem = ConvNormReLU(in_channels, ngf, 7, reflect=3, **n)
         self.down = nn.ModuleList([
-            ConvNormReLU(ngf, ngf * 2, 3, stride=2),
-            ConvNormReLU(ngf * 2, ngf * 4, 3, stride=2),
+            ConvNormReLU(ngf, ngf * 2, 3, stride=2, **n),
+            ConvNormReLU(ngf * 2, ngf * 4, 3, stride=2, **n),
         ])
-        self.blocks = nn.ModuleList([ResidualBlock(ngf * 4, dropout) for _ in range(n_blocks)])
+        self.blocks = nn.ModuleList([ResidualBlock(ngf * 4, dropout, **n)
+                                     for _ in range(n_blocks)])
         self.up = nn.ModuleList([
-            ConvNormReLU(ngf * 4, ngf * 2, 3, stride=2, transpose=True),
-            ConvNormReLU(ngf * 2, ngf, 3, stride=2, transpose=True),
+            ConvNormReLU(ngf * 4, ngf * 2, 3, stride=2, transpose=True, **n),
+            ConvNormReLU(ngf * 2, ngf, 3, stride=2, transpose=True, **n),
         ])
         self.head_pad = nn.ReflectionPad2d(3)
         self.head = nn.Conv2d(ngf, out_channels, 7)
