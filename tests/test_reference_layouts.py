@@ -189,3 +189,23 @@ def test_empty_state_dict_says_so(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"the file holds no tensors\. It has the signature "
                                               r"keys of no reference layout\. " + LAYOUTS_LINE):
         import_reference(path, "pix2pix", tmp_path / "p.safetensors")
+
+
+def test_imported_mask_cgan_generator_exports_and_matches_it(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from i2i.export import ExportOptions, build, read_manifest
+    torch.manual_seed(0)
+    ref = randomise(RefMaskGenerator()).eval()
+    ckpt = import_reference(save_reference(ref, tmp_path, "netG_B2A.pth"), "maskcyclegan",
+                            tmp_path / "m.safetensors")
+    out = build(ckpt, ExportOptions(out=tmp_path / "export", formats=("onnx",), size=(32, 32),
+                                    batch=(1, 2, 2), log=lambda *_: None))
+    assert read_manifest(out)["signatures"]["default"]["artifacts"]["onnx"]["passed"]
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    images, masks = random_images(2, 32), random_masks(2, 32)
+    (got,) = session.run(["translation"], {"image": images.numpy(), "mask": masks.numpy()})
+    with torch.no_grad():
+        expected = ref(images, masks.expand(-1, 3, -1, -1)).clamp(-1, 1).numpy()
+    assert abs(got - expected).max() < 1e-4
+    assert read_document(ckpt)["meta"]["direction"] == "BtoA"

@@ -290,3 +290,22 @@ def test_imported_unet_exports_at_its_own_size_with_no_size_flags(depth: int, si
     with torch.no_grad():
         want = per_image(ref, x).numpy()
     assert np.abs(y - want).max() < 1e-4
+
+
+def test_imported_resnet_exports_with_the_default_formats(tmp_path: Path) -> None:
+    from i2i.export.cli import main
+
+    ref, pth = resnet(tmp_path)
+    ckpt = import_reference(pth, "cyclegan", tmp_path / "g.safetensors")
+    assert main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "export")]) == 0
+    manifest = read_manifest(tmp_path / "export")
+    assert manifest["size"] == [256, 256]                    # the reference's crop
+    artifacts = manifest["signatures"]["default"]["artifacts"]
+    assert {"onnx", "aoti"} <= set(artifacts)
+    assert all(a["passed"] for a in artifacts.values() if "passed" in a)
+    session = ort.InferenceSession(str(tmp_path / "export" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    x = images(1, 3, 64)
+    (y,) = session.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        assert np.abs(y - ref.eval()(x).numpy()).max() < 1e-4

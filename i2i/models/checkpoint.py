@@ -64,7 +64,7 @@ def read_document(path: str | Path) -> dict:
     if METADATA_KEY not in metadata:
         raise CheckpointError(f"{path} is a safetensors file but not an i2i file (no "
                               f"'{METADATA_KEY}' metadata); reference .pth generators are "
-                              "imported with i2i-import")
+                              "imported with i2i-import (i2i.models.reference.import_reference)")
     try:
         return json.loads(metadata[METADATA_KEY])
     except json.JSONDecodeError as err:
