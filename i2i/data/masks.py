@@ -375,5 +375,5 @@ def _convert(scheme: str, name: str, raw: str, kind: type) -> object:
     try:
         return kind(raw)
     except ValueError:
-        what = {int: "an integer", float: "a number"}.get(kind, "a number or numbers joined by /")
+        what = "an integer" if kind is int else "a number"
         raise ValueError(f"{scheme}: {name} must be {what}, got {raw!r}") from None
