@@ -392,6 +392,18 @@ def test_code_regularises_three_masks_and_rebuilds_through_the_self_mask(monkeyp
             assert m11 is m1
 
 
+def test_code_critic_pads_by_reflection_and_has_head_biases():
+    code, paper = _lomit("code").critic, _lomit("paper").critic
+    assert all(m.padding_mode == "reflect" for m in code.trunk if isinstance(m, nn.Conv2d))
+    assert code.source.bias is not None and code.classes.bias is not None
+    assert paper.source.bias is None and paper.classes.bias is None
+    assert all(m.padding_mode == "zeros" for m in paper.trunk if isinstance(m, nn.Conv2d))
+    h = torch.rand(1, code.source.in_channels, 2, 2)
+    want = nn.functional.conv2d(nn.functional.pad(h, (1, 1, 1, 1), mode="reflect"),
+                                code.source.weight, code.source.bias)
+    torch.testing.assert_close(code.source(h), want)
+
+
 def test_code_updates_the_generator_from_the_first_step():
     batch = _pair_batch()
     for follow, finite_at in (("code", 0), ("paper", 4)):

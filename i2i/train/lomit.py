@@ -27,7 +27,8 @@ co-segmentation with itself, m11 = A(attn(c1) * c1), instead of m1; R1 and R3 ov
 per image (m1, the translated pair's m12 and m11, each against c1's similarities); adversarial,
 gradient-penalty and classification terms summed over the two directions, the classification
 BCE summed over attributes (mean over the batch); R1 weight 1.0; the generator updated on steps
-0, n_critic, 2 n_critic, ...
+0, n_critic, 2 n_critic, ...; a critic with reflect padding and biased heads (model.py,
+Discriminator).
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ class LomitRecipe(Recipe):
                  weights: LomitWeights = LomitWeights()):
         self.translator = LomitTranslator(config)
         self.critic = ClassifyingCritic(o.size, n_labels, config.channels, o.ndf,
-                                        critic_layers(o.size))
+                                        critic_layers(o.size), reflect=following_code(o),
+                                        head_bias=following_code(o))
         paper_init(self.translator, self.critic)
         self.nets = {"G": self.translator, "D": self.critic}
         self.optimizers = {
