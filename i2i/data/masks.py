@@ -4,7 +4,9 @@
 `SCHEME[:ARGS]`, so that a command line or an HTTP query can choose one (parse_mask_spec):
 
     center:SCALE                 centered square of side SCALE * H (H == W); default 0.5.
-                                 The paper uses 0.5, 0.8 and 1.0 (1.0 = CycleGAN).
+                                 The paper uses 0.5, 0.8 and 1.0 (1.0 = CycleGAN). Several
+                                 scales joined by / (center:0.5/0.8/1.0, its reference code's
+                                 default) draw one of them per mask, uniformly.
     rects[:min_area=0.15,max_rects=5,full=0.0,min_size=0.1,max_size=1.0]
                                  the paper's Algorithm 1: random rectangles until enough area is
                                  covered. The defaults are the paper's; its reference code used
@@ -78,23 +80,34 @@ def _in_range(scheme: str, name: str, value: float, low: float, high: float,
 @dataclass(frozen=True)
 class CenterSquare:
     """A centered square of side round(scale * min(H, W)); on a square picture its top-left
-    corner is at (H - side) // 2, on another it is centered the same way along each axis."""
+    corner is at (H - side) // 2, on another it is centered the same way along each axis.
+    A tuple of scales draws one per mask (uniformly, from the generator); one scale draws
+    nothing."""
 
-    scale: float = 0.5
+    scale: float | tuple[float, ...] = 0.5
 
     def __post_init__(self) -> None:
-        _in_range("center", "scale", self.scale, 0.0, 1.0, low_open=True)
+        for scale in self.scales:
+            _in_range("center", "scale", scale, 0.0, 1.0, low_open=True)
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        return self.scale if isinstance(self.scale, tuple) else (self.scale,)
 
     def sample(self, n: int, height: int, width: int, generator: Seed = None) -> torch.Tensor:
         _check_size(n, height, width)
-        side = max(1, _round(self.scale * min(height, width)))
-        top, left = (height - side) // 2, (width - side) // 2
+        scales = self.scales
+        picks = [0] * n if len(scales) == 1 else \
+            torch.randint(len(scales), (n,), generator=as_generator(generator)).tolist()
         mask = torch.zeros(n, 1, height, width)
-        mask[:, :, top:top + side, left:left + side] = 1
+        for i, pick in enumerate(picks):
+            side = max(1, _round(scales[pick] * min(height, width)))
+            top, left = (height - side) // 2, (width - side) // 2
+            mask[i, :, top:top + side, left:left + side] = 1
         return mask
 
     def spec(self) -> str:
-        return f"center:{self.scale:g}"
+        return "center:" + "/".join(f"{scale:g}" for scale in self.scales)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,9 +313,15 @@ def _mask_model(model: nn.Module) -> tuple[str, ModelSpec]:
 # Text specs
 
 
+def _scales(raw: str) -> float | tuple[float, ...]:
+    """One number, or several joined by / (a tuple)."""
+    values = tuple(float(part) for part in raw.split("/"))
+    return values[0] if len(values) == 1 else values
+
+
 # scheme -> (factory, its parameters in order with their types; the first may go unnamed)
 SCHEMES: dict[str, tuple[Callable[..., MaskSampler], dict[str, type]]] = {
-    "center": (CenterSquare, {"scale": float}),
+    "center": (CenterSquare, {"scale": _scales}),
     "rects": (RandomRects, {"min_area": float, "max_rects": int, "full": float,
                             "min_size": float, "max_size": float}),
     "attention": (BinaryAttention.from_file, {"path": str, "threshold": float}),

@@ -6,9 +6,10 @@ The swapped modules reuse the original convolutions (same parameters, same state
 - AddMask (the additive model's output step) -> add_mask_clamp
 - HAdaIN (LOMIT's instance norm + foreground/background style blend) -> instance_norm_hadain
 
-The fused modules are for inference: they ignore dropout, as eval mode does. ResNet steps with
-another norm than the plain instance norm (a reference generator imported with --norm batch or
-none) are left as they are: the kernels compute instance norm only.
+The fused modules are for inference: they ignore dropout, as eval mode does. A module whose
+arithmetic no kernel computes (a batch or affine instance norm, no norm, LOMIT's row_std
+normalisation of the reference code) stays as it is, unfused, and is listed in
+`model.unfused_kernels`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ from . import instance_norm_act as _ina  # noqa: F401 - registers torch.ops.i2i.
 from . import instance_norm_hadain as _inh  # noqa: F401 - registers the instance_norm_hadain op
 
 
-def _eps(norm: nn.InstanceNorm2d) -> float:
-    if norm.affine or norm.track_running_stats:
-        raise ValueError("only InstanceNorm2d(affine=False, track_running_stats=False) is fused")
+class NotFusable(ValueError):
+    """The module computes something no kernel does; it is left unfused."""
+
+
+def _eps(norm: nn.Module) -> float:
+    if type(norm) is not nn.InstanceNorm2d or norm.affine or norm.track_running_stats:
+        raise NotFusable("only InstanceNorm2d(affine=False, track_running_stats=False) is fused")
     return float(norm.eps)
 
 
@@ -73,6 +78,10 @@ class FusedAddMask(nn.Module):
 class FusedHAdaIN(nn.Module):
     def __init__(self, original: HAdaIN):
         super().__init__()
+        if original.norm != "instance":
+            # The kernel computes per-(n, c) statistics over h*w; the reference code's row_std
+            # needs a per-row std first and a std of those: a different reduction.
+            raise NotFusable(f"HAdaIN with the {original.norm!r} normalisation has no kernel")
         self.eps = float(original.eps)
 
     def forward(self, c: torch.Tensor, mask: torch.Tensor, gamma_fg: torch.Tensor,
@@ -81,12 +90,6 @@ class FusedHAdaIN(nn.Module):
         # c (N, C, h, w); mask (N, 1, h, w) at c's resolution; styles (N, C)
         return torch.ops.i2i.instance_norm_hadain(c, mask, gamma_fg, beta_fg, gamma_bg, beta_bg,
                                                   eps=self.eps)
-
-
-def _fusable(module: nn.Module) -> bool:
-    norms = {ConvNormReLU: ("norm",), ResidualBlock: ("norm1", "norm2")}.get(type(module), ())
-    return all(type(n) is nn.InstanceNorm2d and not n.affine and not n.track_running_stats
-               for n in (getattr(module, name) for name in norms))
 
 
 SWAPS: dict[type, type] = {
@@ -98,17 +101,26 @@ SWAPS: dict[type, type] = {
 
 
 def use_fused_kernels(model: nn.Module) -> nn.Module:
-    """Replace every matching step of `model` in place; returns the model and a count."""
-    swapped = 0
+    """Replace every matching step of `model` in place; returns the model, with the count of
+    swapped modules in `fused_kernels` and the names of those left unfused in `unfused_kernels`."""
+    swapped, unfused = 0, []
     for name, module in list(model.named_modules()):
         make = SWAPS.get(type(module))
-        if make is None or not name or not _fusable(module):
+        if make is None or not name:
+            continue
+        try:
+            fused = make(module)
+        except NotFusable:
+            unfused.append(name)
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, make(module))
+        setattr(parent, child, fused)
         swapped += 1
     if swapped == 0:
-        raise ValueError(f"use_fused_kernels found nothing to fuse in {type(model).__name__}")
+        why = f" ({', '.join(unfused)} compute what no kernel does)" if unfused else ""
+        raise ValueError(f"use_fused_kernels found nothing to fuse in "
+                         f"{type(model).__name__}{why}; use the eager engine")
     model.fused_kernels = swapped
+    model.unfused_kernels = unfused
     return model

@@ -65,23 +65,27 @@ class ClassifyingCritic(nn.Module):
     gradient penalty is per sample). Two heads on the shared trunk: `source` (conv3, one
     real/fake score per patch) and `classes` (a conv over the whole remaining map, one logit
     per attribute). forward(x) -> (scores (N, 1, h, w), logits (N, n_labels)).
+    reflect, head_bias: LOMIT's reference code pads every conv by reflection and gives the two
+    heads biases; the defaults are zero padding and bias-free heads.
     """
 
     def __init__(self, size: int, n_labels: int, in_channels: int = 3, ndf: int = 64,
-                 layers: int = 6):
+                 layers: int = 6, reflect: bool = False, head_bias: bool = False):
         super().__init__()
         if layers < 1 or size % (2 ** layers):
             raise ValueError(f"the critic's {layers} halvings need a size divisible by "
                              f"{2 ** layers}, got {size}")
         trunk: list[nn.Module] = []
         channels = in_channels
+        padding_mode = "reflect" if reflect else "zeros"
         for i in range(layers):
             out = ndf * min(2 ** i, 32)
-            trunk += [nn.Conv2d(channels, out, 4, 2, 1), nn.LeakyReLU(0.01)]
+            trunk += [nn.Conv2d(channels, out, 4, 2, 1, padding_mode=padding_mode),
+                      nn.LeakyReLU(0.01)]
             channels = out
         self.trunk = nn.Sequential(*trunk)
-        self.source = nn.Conv2d(channels, 1, 3, 1, 1, bias=False)
-        self.classes = nn.Conv2d(channels, n_labels, size // 2 ** layers, bias=False)
+        self.source = nn.Conv2d(channels, 1, 3, 1, 1, bias=head_bias, padding_mode=padding_mode)
+        self.classes = nn.Conv2d(channels, n_labels, size // 2 ** layers, bias=head_bias)
         self.size = size
 
     def forward(self, x):

@@ -51,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
                    help="maskcyclegan: mask scheme for training, e.g. rects (default, the "
                         "paper's Algorithm 1), rects:min_area=0.2,max_rects=4,full=0.2, "
                         "center:0.5")
+    p.add_argument("--follow", default=None, choices=["paper", "code"],
+                   help="lomit, maskcyclegan: train as the paper says (default: paper) or as "
+                        "its published reference code does (code); README lists each difference")
     p.add_argument("--lr", type=float, default=d.lr, help="default 2e-4 (lomit: 1e-4)")
     p.add_argument("--decay-start", type=float, default=d.decay_start,
                    help="fraction of the steps after which the lr decays linearly to 0")

@@ -65,6 +65,7 @@ class TrainOptions:
     progress: bool = True
     stop_after: int | None = None     # end this invocation at that step (resume later)
     masks: str | None = None          # recipes that take it: mask scheme, e.g. rects, center:0.5
+    follow: str | None = None         # lomit, maskcyclegan: paper (their default) | code
 
     def recipe(self) -> RecipeEntry:
         """The registry entry these options train (model, and --supervised)."""
@@ -81,7 +82,7 @@ class TrainOptions:
         values = dict(size=self.size, ngf=self.ngf, n_blocks=self.n_blocks, depth=depth,
                       ndf=self.ndf, disc=self.disc, disc_layers=self.disc_layers,
                       lambda_r=self.lambda_r, lr=self.lr, seed=self.seed, n_labels=n_labels,
-                      masks=self.masks)
+                      masks=self.masks, follow=self.follow)
         return RecipeOptions(**{k: v for k, v in values.items() if v is not None})
 
 
@@ -155,7 +156,8 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
     meta = {"data": data.describe(), "loss_weights": recipe.loss_weights,
             "supervised": options.supervised, "direction": "AtoB",
             "training": {k: getattr(options, k) for k in ("size", "batch_size", "seed", "lr",
-                                                           "ndf", "disc", "disc_layers")}}
+                                                           "ndf", "disc", "disc_layers",
+                                                           "follow")}}
     if state_path is not None:    # what a crash between two writes can have left beside it
         recovery.settle_checkpoints(run, start_step, lambda path: save_checkpoint(
             path, entry.model, config, recipe.translator.state_dict(), step=start_step,

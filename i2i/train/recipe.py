@@ -42,7 +42,15 @@ class RecipeOptions:
     seed: int = 0
     n_labels: int = 1               # exemplar models: label columns the classifier predicts
     masks: str | None = None        # maskcyclegan: the mask scheme (i2i.data.masks); None -> rects
+    follow: str = "paper"           # lomit, maskcyclegan: paper | code (their reference code)
     extra: dict = field(default_factory=dict)
+
+
+def following_code(o: RecipeOptions) -> bool:
+    """True for --follow code; ValueError for anything but paper or code."""
+    if o.follow not in ("paper", "code"):
+        raise ValueError(f"--follow must be paper or code, got {o.follow!r}")
+    return o.follow == "code"
 
 
 def adam(params, o: RecipeOptions) -> torch.optim.Adam:

@@ -62,9 +62,11 @@ RECIPES: dict[str, RecipeEntry] = {
     "pix2pix": RecipeEntry(Pix2PixRecipe, "pix2pix", pix2pix_config, pairs=True),
     # LOMIT's paper: Adam 1e-4, batch 8, 4 residual blocks in the content encoder and decoder.
     "lomit": RecipeEntry(LomitRecipe, "lomit", lomit_config, labels=True,
-                         defaults=_defaults(batch_size=8, lr=1e-4, n_blocks=4)),
+                         defaults=_defaults(batch_size=8, lr=1e-4, n_blocks=4, follow="paper"),
+                         options=frozenset({"follow"})),
     "maskcyclegan": RecipeEntry(MaskCycleGANRecipe, "maskcyclegan", maskcyclegan_config,
-                                options=frozenset({"masks"})),
+                                defaults=_defaults(follow="paper"),
+                                options=frozenset({"masks", "follow"})),
 }
 DEFAULT_MODEL = RECIPES["additive"].model
 
