@@ -81,6 +81,9 @@ def test_i2i_translate_runs_the_b_to_a_export(run, exported, tmp_path, capsys):
     with Image.open(out / "a.png") as made:
         stamp = json.loads(made.text["i2i"])
     assert stamp["source"] == sha256(run / "checkpoints" / "step_000002.BtoA.safetensors")
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "<th>direction</th><td>BtoA</td>" in page
+    assert f"<th>checkpoint or export</th><td>{exported}</td>" in page
 
 
 def test_a_b_to_a_file_asked_for_a_to_b_is_an_error(run, capsys):
