@@ -98,6 +98,7 @@ def test_the_page_shows_every_picture_and_lists_the_failed(checkpoint, tmp_path,
         assert resolved(out, made) == (out / f"{stem}.png").resolve()
         assert resolved(out, mask) == (out / f"{stem}.mask.png").resolve()
         assert all(resolved(out, link).is_file() for link in (source, made, mask))
+    assert "img{max-width:256px;height:auto}" in text       # shown small, files as written
     # File names are escaped: no tag or bare ampersand of a name reaches the page.
     assert "<script>" not in text and "&lt;script&gt;.png" in text
     assert "x&y" not in text and "x&amp;y.png" in text

@@ -22,9 +22,10 @@ from ..atomic import write_text
 NAME = "index.html"
 MAX_WIDTH = 256                     # pixels; the browser scales, the files stay as written
 
-_STYLE = (f"body{{font-family:sans-serif;margin:1em}} img{{max-width:{MAX_WIDTH}px;height:auto;"
-          "image-rendering:pixelated}} td,th{padding:4px;border-bottom:1px solid #ddd;"
-          "text-align:left;vertical-align:top} table{border-collapse:collapse}")
+_STYLE = ("body{font-family:sans-serif;margin:1em} "
+          f"img{{max-width:{MAX_WIDTH}px;height:auto}} "
+          "td,th{padding:4px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top} "
+          "table{border-collapse:collapse}")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ def write_gallery(output_dir: Path, input_dir: Path, header: dict[str, str], row
              f"<style>{_STYLE}</style></head><body>",
              f"<h1>{_text(header.get('model', ''))} translations</h1>", "<table>"]
     lines += [f"<tr><th>{_text(k)}</th><td>{_text(v)}</td></tr>" for k, v in header.items()]
-    lines += ["</table>", f"<p>{len(rows)} translated, {len(failed)} not translated</p>",
+    lines += ["</table>", f"<p>{len(rows)} translated (now or before), {len(failed)} not "
+              "translated</p>",
               "<table>", "<tr><th>input</th><th>output</th>"
               + ("<th>mask</th>" if masks else "") + "<th>file</th></tr>"]
     for row in rows:
