@@ -1,7 +1,7 @@
 """manifest.json: what an export directory holds and how far each artifact was checked.
 
     {"format": "i2i-export", "format_version": 2, "model", "config",
-     "checkpoint": {"file", "sha256", "step"},
+     "checkpoint": {"file", "sha256", "step", "direction"},  (direction: AtoB, BtoA or null)
      "batch": {"min", "opt", "max"}, "size", "size_multiple", "opset", "versions", "created",
      "signatures": {"default": {"method": "forward", "inputs": [TensorSpec dicts],
                                 "outputs": [...],

@@ -84,7 +84,8 @@ def test_a_full_disk_fails_those_files_whole_and_a_rerun_redoes_them(checkpoint,
                                                                      capsys, monkeypatch):
     names = [f"img{i}.png" for i in range(5)]
     inputs, out = pictures(tmp_path / "in", names), tmp_path / "out"
-    args = [str(inputs), str(out), "--model", str(checkpoint), "--no-progress", "--masks"]
+    args = [str(inputs), str(out), "--model", str(checkpoint), "--no-progress", "--masks",
+            "--no-html"]                       # pictures only: test_gallery.py has the page
     real = folder_module.write_bytes
 
     def full_disk(path, data):
@@ -117,7 +118,8 @@ def test_a_full_disk_fails_those_files_whole_and_a_rerun_redoes_them(checkpoint,
 def test_every_input_writes_its_own_files(checkpoint, tmp_path, capsys):
     inputs = pictures(tmp_path / "in", ["a.png", "a.jpg", "a.png.png", "x.png", "x.mask.png"])
     out = tmp_path / "out"
-    args = [str(inputs), str(out), "--model", str(checkpoint), "--no-progress", "--masks"]
+    args = [str(inputs), str(out), "--model", str(checkpoint), "--no-progress", "--masks",
+            "--no-html"]                       # pictures only: test_gallery.py has the page
     assert main(args) == 0
     assert "translated 5, already done 0, failed 0" in capsys.readouterr().out
     made = files(out)

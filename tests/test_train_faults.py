@@ -41,11 +41,12 @@ def straight(tmp_path_factory) -> Path:
 
 def assert_same_run(expected: Path, got: Path, steps=(3, 6)) -> None:
     for step in steps:
-        name = f"checkpoints/step_{step:06d}.safetensors"
-        a, b = load_file(expected / name), load_file(got / name)
-        assert a.keys() == b.keys()
-        assert all(torch.equal(a[k], b[k]) for k in a), name
-        assert read_document(expected / name) == read_document(got / name)
+        for end in (".safetensors", ".BtoA.safetensors"):     # both generators (additive)
+            name = f"checkpoints/step_{step:06d}{end}"
+            a, b = load_file(expected / name), load_file(got / name)
+            assert a.keys() == b.keys()
+            assert all(torch.equal(a[k], b[k]) for k in a), name
+            assert read_document(expected / name) == read_document(got / name)
     name = "checkpoints/step_000006.train.safetensors"
     a, b = load_file(expected / name), load_file(got / name)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -96,7 +97,8 @@ def test_the_state_is_written_before_its_checkpoint(tmp_path, monkeypatch):
         monkeypatch.setattr(loop, writer, lambda path, *a, real=real, **k: (
             order.append(Path(path).name), real(path, *a, **k))[1])
     train(tiny(tmp_path, "run", steps=3))
-    assert order == ["step_000003.train.safetensors", "step_000003.safetensors"]
+    assert order == ["step_000003.train.safetensors", "step_000003.safetensors",
+                     "step_000003.BtoA.safetensors"]
 
 
 def test_a_checkpoint_newer_than_the_newest_state_is_removed_and_retrained(tmp_path,

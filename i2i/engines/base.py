@@ -33,6 +33,7 @@ class EngineSpec:
     precision: str                              # "fp32" | "fp16"
     device: str                                 # "cpu" | "cuda:0"
     source: str = ""                            # sha256 of the checkpoint the weights came from
+    direction: str | None = None                # AtoB | BtoA, as the checkpoint records it
     # The model's signatures this engine cannot run, and why not.
     unavailable: dict[str, ModelSpec] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)

@@ -230,6 +230,7 @@ def open_engine(name: str, *, export_dir: Path | None = None, checkpoint: Path |
         size=size if fixed else None, size_multiple=int(manifest["size_multiple"]),
         default_size=size, precision=plan.precision, device=plan.device,
         source=manifest["checkpoint"]["sha256"],
+        direction=manifest["checkpoint"].get("direction"),
         unavailable={k: every[k] for k in plan.unavailable}, reasons=plan.unavailable)
     extra = () if plan.providers is None else (plan.providers,)
     try:
@@ -258,7 +259,8 @@ def _open_torch(plan: _Plan, export_dir: Path | None, max_batch: int, compile: b
     spec = EngineSpec(model=document["model"], signatures=every, max_batch_size=max_batch,
                       size=None, size_multiple=every["default"].size_multiple,
                       default_size=default, precision=plan.precision, device=plan.device,
-                      source=sha256(plan.checkpoint))
+                      source=sha256(plan.checkpoint),
+                      direction=document.get("meta", {}).get("direction"))
     engine = plan.cls(module, spec)
     if compile:                                 # compiled after the fused modules are swapped in
         engine.module = torch.compile(engine.module)

@@ -6,6 +6,10 @@ For each signature of the model (i2i.models.spec: `default`, and e.g. LOMIT's `m
 formats asked for are written under the signature's stem (model.onnx, model.masked.onnx, ...;
 i2i.manifest), and each artifact is opened by the engine class i2i-serve would open it with
 (onnxruntime, aoti, tensorrt) and run on the same batches as eager fp32 PyTorch.
+
+`direction` picks which generator of a cycle run is exported: given a run's A -> B checkpoint,
+BtoA exports its B -> A sibling (i2i/runs.py), into exports/<model>_BtoA by default; the
+manifest records the exported checkpoint's meta["direction"].
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from ..manifest import (
 from ..models import get_entry, load, read_document, signatures
 from ..models.checkpoint import CheckpointError
 from ..models.spec import ModelSpec
+from ..runs import DIRECTIONS, ONE_WAY, parse_name, sibling
 from . import parity
 from .to_onnx import OPSET, export_onnx, to_fp16
 from .wrap import check_batch_range
@@ -55,6 +60,7 @@ class ExportOptions:
     allow_parity_failure: bool = False
     opset: int = OPSET
     model: str | None = None                      # if given, must match the checkpoint
+    direction: str | None = None                  # AtoB | BtoA; None: the checkpoint's own
     log: object = print
 
 
@@ -102,23 +108,26 @@ class _Gate:
 
 def build(checkpoint: Path, options: ExportOptions) -> Path:
     checkpoint = Path(checkpoint)
-    document = read_document(checkpoint)
-    module, spec = load(checkpoint)
-    name = document["model"]
+    name = read_document(checkpoint)["model"]
     if options.model is not None and options.model != name:
         get_entry(options.model)
         raise CheckpointError(f"{checkpoint} is a {name!r} checkpoint, not {options.model!r}")
+    checkpoint = directed_checkpoint(checkpoint, options.direction)
+    document = read_document(checkpoint)
+    direction = document.get("meta", {}).get("direction")
+    module, spec = load(checkpoint)
     size = options.size or _training_size(document)
     spec.check_size(*size)
     check_batch_range(options.batch)
     formats = _resolve_formats(options)
-    out = Path(options.out or Path("exports") / name)
+    out = Path(options.out or Path("exports") / (name if direction in (None, "AtoB")
+                                                   else f"{name}_{direction}"))
     out.mkdir(parents=True, exist_ok=True)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "model": name,
         "config": document["config"],
         "checkpoint": {"file": checkpoint.name, "sha256": sha256(checkpoint),
-                       "step": document.get("step")},
+                       "step": document.get("step"), "direction": direction},
         "batch": dict(zip(("min", "opt", "max"), options.batch, strict=True)),
         "size": list(size), "size_multiple": spec.size_multiple, "opset": options.opset,
         "versions": tool_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
@@ -134,9 +143,9 @@ def build(checkpoint: Path, options: ExportOptions) -> Path:
         graphs.append(_Graph(label, module, signature, batches, entry["artifacts"]))
     gate = _Gate(name, size, options, spec.size_multiple)
 
-    options.log(f"exporting {name} from {checkpoint} at {size[0]}x{size[1]}, batch "
-                f"{options.batch[0]}..{options.batch[2]} -> {out} (signatures: "
-                f"{', '.join(g.label for g in graphs)})")
+    options.log(f"exporting {name} ({direction or 'direction not recorded'}) from {checkpoint} "
+                f"at {size[0]}x{size[1]}, batch {options.batch[0]}..{options.batch[2]} -> {out} "
+                f"(signatures: {', '.join(g.label for g in graphs)})")
     for graph in graphs:
         if {"onnx", "triton", "trt"} & set(formats):
             _onnx(graph, out, options, size, options.fp16 or "trt" in formats, gate)
@@ -232,11 +241,11 @@ def _training_size(document: dict) -> tuple[int, int]:
 
 
 def find_checkpoint(runs: Path, model: str) -> Path:
-    """The newest checkpoint (by modification time) of `model` under `runs`."""
+    """The newest A -> B checkpoint (by modification time) of `model` under `runs`."""
     get_entry(model)
     found = []
     for path in Path(runs).glob("**/checkpoints/step_*.safetensors"):
-        if path.name.endswith(".train.safetensors"):
+        if (parse_name(path.name) or (0, "AtoB"))[1] != "AtoB":     # a state or a B -> A file
             continue
         try:
             if read_document(path).get("model") == model:
@@ -249,3 +258,48 @@ def find_checkpoint(runs: Path, model: str) -> Path:
             f"i2i-train --model {model} --out {runs}/{model} (or `make demo`), or pass "
             "--checkpoint PATH")
     return max(found, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def directed_checkpoint(checkpoint: Path, direction: str | None) -> Path:
+    """The checkpoint that translates `direction`: `checkpoint` itself when its meta says so (or
+    direction is None), else, for BtoA, its run's B -> A sibling; CheckpointError saying why
+    there is none."""
+    if direction is None:
+        return checkpoint
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; known: {', '.join(DIRECTIONS)}")
+    document = read_document(checkpoint)
+    meta = document.get("meta", {})
+    have = meta.get("direction")
+    if have == direction or (have is None and direction == "AtoB"):
+        return checkpoint
+    if direction == "AtoB":
+        forward = sibling(checkpoint, "AtoB")
+        then = (f"pass its run's A -> B checkpoint {forward}" if forward not in (None, checkpoint)
+                else "pass an A -> B checkpoint")
+        raise CheckpointError(f"{checkpoint} is a B -> A generator (its meta says direction "
+                              f"BtoA) and --direction AtoB was asked: export it with "
+                              f"--direction BtoA, or {then}")
+    model = document["model"]
+    reason = ONE_WAY.get((model, bool(meta.get("supervised"))))
+    if reason:
+        raise CheckpointError(f"{checkpoint}: a {model} run has no B -> A generator to export: "
+                              f"{reason}")
+    reverse = sibling(checkpoint, "BtoA")
+    if reverse is None:
+        raise CheckpointError(f"{checkpoint} is not named as a run's checkpoint "
+                              "(step_N.safetensors), so there is no B -> A checkpoint beside it "
+                              "to find: pass the B -> A generator's own checkpoint with "
+                              "--checkpoint")
+    if not reverse.is_file():
+        raise CheckpointError(f"no B -> A checkpoint {reverse.name} beside {checkpoint}: runs of "
+                              "an older i2i wrote only A -> B checkpoints; `i2i-train --resume "
+                              "--out RUN` writes the B -> A checkpoint of the run's newest step "
+                              "from its training state")
+    theirs = read_document(reverse)
+    if (theirs.get("model"), theirs.get("step"), theirs.get("meta", {}).get("direction")) != (
+            model, document.get("step"), "BtoA"):
+        raise CheckpointError(f"{reverse} is not the B -> A generator of {checkpoint} (its "
+                              f"model, step or direction differ: {theirs.get('model')!r}, step "
+                              f"{theirs.get('step')}, {theirs.get('meta', {}).get('direction')!r})")
+    return reverse

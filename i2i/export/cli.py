@@ -32,7 +32,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default=None, help="H or HxW (default: the training size)")
     p.add_argument("--static-size", action="store_true",
                    help="fix H and W in the graphs (default: dynamic where allowed)")
-    p.add_argument("--out", type=Path, help="output folder (default exports/<model>)")
+    p.add_argument("--direction", choices=["AtoB", "BtoA"], default=None,
+                   help="which generator of a cycle run (additive, cyclegan, maskcyclegan) to "
+                        "export: BtoA takes the B -> A checkpoint beside the run's A -> B one "
+                        "(default: the checkpoint given, which for a run is A -> B)")
+    p.add_argument("--out", type=Path, help="output folder (default exports/<model>, "
+                                            "exports/<model>_BtoA for --direction BtoA)")
     p.add_argument("--allow-parity-failure", action="store_true",
                    help="keep artifacts that miss the parity thresholds (recorded in the "
                         "manifest) and exit 0")
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                                 fp16_io=args.fp16_io, batch=parse_batch(args.batch),
                                 size=parse_size(args.size), dynamic_size=not args.static_size,
                                 allow_parity_failure=args.allow_parity_failure,
-                                model=args.model)
+                                model=args.model, direction=args.direction)
         out = build(args.checkpoint, options)
     except ParityError as err:
         print(f"i2i-export: {err}", file=sys.stderr)

@@ -14,9 +14,11 @@ outputs decodes completely at the input's size with the same record, and redoes 
 truncated or corrupt output, a changed input, another model). Outputs are written atomically: a
 failed write (a full disk) leaves no partial or temporary file, is reported as failed, and the
 next run redoes just that input. Unreadable files are reported and skipped while the rest
-complete. The input folder is refused as the output folder (and, with --recursive, any folder
-inside it), since outputs there would be read back as inputs. A model with a second image input
-(lomit's exemplar) translates every input with the one picture given for it.
+complete. At the end `index.html` (gallery.py) shows every input beside its outputs and lists
+the files not translated, with why; FolderOptions(html=False) (--no-html) leaves it out. The
+input folder is refused as the output folder (and, with --recursive, any folder inside it),
+since outputs there would be read back as inputs. A model with a second image input (lomit's
+exemplar) translates every input with the one picture given for it.
 
 A model with a mask input (maskcyclegan: required; lomit: optional) takes --mask: a scheme of
 i2i.data.masks (center:0.5, rects:..., attention:map.png), drawn on each input with a seed made
@@ -44,6 +46,8 @@ from ..engines import EngineSpec
 from ..models.spec import InputError, TensorSpec
 from . import images
 from .batcher import BatcherError
+from .gallery import NAME as GALLERY
+from .gallery import Row, write_gallery
 from .kinds import mask_input
 from .pictures import Scheme
 from .resolution import Resolution
@@ -72,6 +76,8 @@ class FolderOptions:
     max_delay_ms: float = 5.0
     max_pixels: int = images.DEFAULT_MAX_PIXELS
     progress: bool = True
+    html: bool = True                           # write index.html over the outputs
+    about: str = ""                             # the checkpoint or export given, for index.html
 
 
 def output_names(inputs: list[Path], root: Path, masks: bool = False) -> dict[Path, Path]:
@@ -141,7 +147,41 @@ def translate_folder(engine, input_dir: Path, output_dir: Path,
     names = output_names(files, input_dir, options.masks)
     job = _Job(Translator(engine, options.max_batch, options.max_delay_ms, options.resolution),
                output_dir, options, shared, fixed, scheme, names)
-    return asyncio.run(job.run(files))
+    report = asyncio.run(job.run(files))
+    if options.html:
+        _gallery(engine, input_dir, output_dir, options, names, report)
+    return report
+
+
+def _outputs(output_dir: Path, stem: Path) -> tuple[Path, Path]:
+    """The translation and mask files of an input whose output stem is `stem`."""
+    stem = output_dir / stem
+    return stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".mask.png")
+
+
+def _gallery(engine, input_dir: Path, output_dir: Path, options: FolderOptions,
+             names: dict[Path, Path], report: JobReport) -> None:
+    """index.html over the inputs done (now or before) and those that failed; a failed write is
+    reported like a failed input, the translations stay."""
+    spec = engine.spec
+    rows = []
+    for path in sorted({*report.translated, *report.skipped}):
+        out, mask_out = _outputs(output_dir, names[path])
+        rows.append(Row(path, out, mask_out if options.masks else None))
+    working = options.resolution.working
+    header = {"model": spec.model, "direction": spec.direction or "not recorded",
+              "checkpoint or export": options.about or "(not given)",
+              "checkpoint sha256": spec.source,
+              "engine": f"{engine.name}, {spec.precision} on {spec.device}",
+              "resolution": options.resolution.policy + (f", {working} px" if working else "")}
+    if options.mask:
+        header["mask"] = options.mask
+    header.update({name: str(path) for name, path in options.pictures.items()})
+    header.update({name: f"{value:g}" for name, value in options.knobs.items()})
+    try:
+        write_gallery(output_dir, input_dir, header, rows, report.failed, options.masks)
+    except OSError as err:
+        report.failed.append((output_dir / GALLERY, f"could not write it ({err.strerror or err})"))
 
 
 def _masking(spec: EngineSpec, mask: str | None, max_pixels: int
@@ -254,8 +294,7 @@ class _Job:
         return self.report
 
     async def one(self, submit, path: Path, limit: asyncio.Semaphore) -> None:
-        stem = self.output_dir / self.names[path]
-        out, mask_out = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".mask.png")
+        out, mask_out = _outputs(self.output_dir, self.names[path])
         if self.done(path, [out, mask_out] if self.options.masks else [out]):
             self.report.skipped.append(path)
             self.bar.update()

@@ -40,6 +40,8 @@ def add_folder_arguments(p: argparse.ArgumentParser) -> None:
                    choices=["auto", "native", "tile", "mask", "resize"],
                    help="auto: native where the engine takes any size and the picture has at "
                         "most 2048x2048 pixels, else tile")
+    p.add_argument("--no-html", dest="html", action="store_false",
+                   help="write no index.html (the page showing each input beside its outputs)")
     p.add_argument("--working", type=int, default=None,
                    help="tile side (tile) or long side (mask) in pixels; default: the engine's "
                         "size, else 512 for tiles and the training size for masks")
@@ -52,7 +54,15 @@ def folder_options(args, max_batch: int):
                          mask=args.mask, knobs=_knobs(args), max_batch=max_batch,
                          resolution=Resolution(args.resolution, args.working),
                          max_delay_ms=args.max_delay_ms, max_pixels=args.max_pixels,
-                         progress=args.progress)
+                         progress=args.progress, html=args.html, about=_given(args))
+
+
+def _given(args) -> str:
+    """The checkpoint or export the command named (i2i-translate --model, i2i-serve --export or
+    --checkpoint), shown in index.html."""
+    given = vars(args)
+    named = [given.get(k) for k in ("model", "export", "checkpoint")]
+    return " + ".join(str(p) for p in named if p)
 
 
 def _pairs(args) -> dict[str, Path]:

@@ -6,15 +6,18 @@ A run folder holds:
     samples/step_XXXXXX.png               input / mask / output grids on fixed images
     checkpoints/step_XXXXXX.train.safetensors   resumable training state (newest only)
     checkpoints/step_XXXXXX.safetensors   the inference checkpoint (i2i.models.load reads it)
+    checkpoints/step_XXXXXX.BtoA.safetensors   the B -> A generator's, for recipes with one of
+                                          the same model (additive, cyclegan, maskcyclegan)
     loss_curve.png                        written at the end
 
-At each checkpoint step the state is written before the checkpoint, each atomically, and the
-older states are removed last; a log line is one write of one line. So a crash (a kill, a full
-disk, a power cut) can leave only: temporary `.*.tmp` files, a state without its checkpoint,
-an older state beside the newest, or a torn last log line; `--resume` (recovery.py) continues
-from the newest state in each case, writes the missing checkpoint and drops the torn line, so
-the run ends as if never interrupted. A checkpoint newer than the newest state (a run of an
-older i2i, which wrote the checkpoint first) is removed with a warning and trained again.
+At each checkpoint step the state is written before the checkpoints (A -> B, then B -> A),
+each atomically, and the older states are removed last; a log line is one write of one line.
+So a crash (a kill, a full disk, a power cut) can leave only: temporary `.*.tmp` files, a state
+without its checkpoints, an older state beside the newest, or a torn last log line; `--resume`
+(recovery.py) continues from the newest state in each case, writes the missing checkpoints and
+drops the torn line, so the run ends as if never interrupted. A checkpoint newer than the newest
+state (a run of an older i2i, which wrote the checkpoint first) is removed with a warning and
+trained again.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from tqdm import tqdm
 from ..atomic import atomic_path, write_text
 from ..data import open_data
 from ..models import read_document, save_checkpoint
+from ..runs import opposite, step_name
 from . import recovery
 from .figures import loss_curve
 from .recipe import Recipe, RecipeOptions
@@ -159,9 +163,10 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
                                                            "ndf", "disc", "disc_layers",
                                                            "follow")}}
     if state_path is not None:    # what a crash between two writes can have left beside it
-        recovery.settle_checkpoints(run, start_step, lambda path: save_checkpoint(
-            path, entry.model, config, recipe.translator.state_dict(), step=start_step,
-            meta=meta))
+        recovery.settle_checkpoints(run, start_step, {
+            kind: lambda path, net=net, about=about: save_checkpoint(
+                path, entry.model, config, net.state_dict(), step=start_step, meta=about)
+            for kind, (net, about) in _generators(recipe, meta).items()})
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=options.amp and device.type == "cuda")
     end = min(options.steps, options.stop_after or options.steps)
@@ -196,19 +201,29 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
     return final
 
 
+def _generators(recipe: Recipe, meta: dict) -> dict[str, tuple[torch.nn.Module, dict]]:
+    """The inference checkpoints a step writes, by file kind (i2i/runs.py): the translator, then
+    the B -> A generator where the recipe trains one of the same model, each with its meta."""
+    found = {"AtoB": (recipe.translator, meta)}
+    reverse = recipe.nets.get("G_BA")
+    if reverse is not None and type(reverse) is type(recipe.translator):
+        found["BtoA"] = (reverse, {**meta, "direction": opposite(meta["direction"])})
+    return found
+
+
 def _write_checkpoint(run: Path, model: str, recipe: Recipe, config, options: TrainOptions,
                       meta: dict, step: int) -> Path:
-    # The state first: a crash before the checkpoint leaves a state that --resume continues
-    # from (and rewrites the checkpoint from); a checkpoint is never left without its state.
+    # The state first: a crash before a checkpoint leaves a state that --resume continues
+    # from (and rewrites the checkpoints from); a checkpoint is never left without its state.
     folder = run / "checkpoints"
-    state = save_state(folder / f"step_{step:06d}.train.safetensors", recipe, step,
-                       asdict(options))
-    path = save_checkpoint(folder / f"step_{step:06d}.safetensors", model, config,
-                           recipe.translator.state_dict(), step=step, meta=meta)
+    state = save_state(folder / step_name(step, "state"), recipe, step, asdict(options))
+    for kind, (net, about) in _generators(recipe, meta).items():
+        save_checkpoint(folder / step_name(step, kind), model, config, net.state_dict(),
+                        step=step, meta=about)
     for older in folder.glob("step_*.train.safetensors"):   # only the newest is needed to resume
         if older != state:
             older.unlink()
-    return path
+    return folder / step_name(step, "AtoB")
 
 
 @torch.no_grad()

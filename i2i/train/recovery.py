@@ -1,16 +1,19 @@
 """What a crash can leave in a run folder, and how a start or a --resume deals with each case.
 
 The loop writes, at each checkpoint step N, first `step_N.train.safetensors` (the state),
-then `step_N.safetensors` (the checkpoint), then removes the older states; each file is
-written atomically (a temporary `.NAME.XXXX.tmp` beside it, renamed when whole). A crash can
-therefore leave:
+then `step_N.safetensors` (the checkpoint), then, for recipes with a B -> A generator of the
+same model, `step_N.BtoA.safetensors` (its checkpoint; names in i2i/runs.py), then removes the
+older states; each file is written atomically (a temporary `.NAME.XXXX.tmp` beside it, renamed
+when whole). A crash can therefore leave:
 
 - a temporary file: removed at the next start or resume;
-- state N without checkpoint N: --resume continues from state N and writes checkpoint N;
+- state N without checkpoint N, or without the B -> A checkpoint N: --resume continues from
+  state N and writes the missing ones (a run of an older i2i, which wrote no B -> A checkpoint,
+  gets one at the step it resumes from);
 - state N beside older states: --resume takes the newest and removes the older;
-- a checkpoint newer than the newest state (a run written by an older i2i, which wrote the
-  checkpoint first, or a state deleted by hand): --resume removes it, with a warning, and
-  trains to that step again;
+- a checkpoint (of either direction) newer than the newest state (a run written by an older
+  i2i, which wrote the checkpoint first, or a state deleted by hand): --resume removes it,
+  with a warning, and trains to that step again;
 - a torn last line in log.jsonl (see runlog.py): dropped, with a warning.
 
 A state that cannot be read is an error naming it and saying what to do; nothing is guessed.
@@ -18,31 +21,38 @@ A state that cannot be read is an error naming it and saying what to do; nothing
 
 from __future__ import annotations
 
-import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 
 from ..models.checkpoint import CheckpointError, read_checkpoint
+from ..runs import DIRECTIONS, parse_name, step_name
 
-_NAME = re.compile(r"step_(\d+)\.(train\.)?safetensors")
 T = TypeVar("T")
 
 
-def step_files(run: Path, states: bool) -> list[tuple[int, Path]]:
-    """(step, path) of the run's training states (states=True) or checkpoints, by step."""
+def step_files(run: Path, states: bool = False, direction: str = "AtoB"
+               ) -> list[tuple[int, Path]]:
+    """(step, path) of the run's training states (states=True) or its checkpoints of
+    `direction` (AtoB: the run's translator; BtoA: its reverse generator), by step."""
     folder = Path(run) / "checkpoints"
     if not folder.is_dir():
         return []
+    kind = "state" if states else direction
     found = []
     for path in folder.iterdir():
-        match = _NAME.fullmatch(path.name)
-        if match and bool(match.group(2)) == states and path.is_file():
-            found.append((int(match.group(1)), path))
+        parsed = parse_name(path.name)
+        if parsed and parsed[1] == kind and path.is_file():
+            found.append((parsed[0], path))
     return sorted(found)
+
+
+def _checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """The run's checkpoints of both directions, by step."""
+    return sorted(f for d in DIRECTIONS for f in step_files(run, direction=d))
 
 
 def remove_partial_writes(run: Path) -> None:
@@ -61,7 +71,7 @@ def state_to_resume(run: Path) -> Path:
     if states:
         return states[-1][1]
     folder = run / "checkpoints"
-    if step_files(run, states=False):
+    if _checkpoints(run):
         then = (f"it holds checkpoints but no state to continue them from: delete {folder} "
                 "(keep any checkpoint you want elsewhere first) to start the run anew there, "
                 "or choose another --out")
@@ -78,7 +88,7 @@ def check_fresh(run: Path) -> None:
         raise FileExistsError(f"{run} already holds checkpoints (training state "
                               f"{states[-1][1].name}); pass --resume to continue it or choose "
                               "another --out")
-    if step_files(run, states=False):
+    if _checkpoints(run):
         raise FileExistsError(f"{run} already holds checkpoints but no training state to "
                               f"resume from: delete {folder} (keep any checkpoint you want "
                               "elsewhere first) to start the run anew there, or choose "
@@ -104,28 +114,30 @@ def read_state(path: Path, reader: Callable[..., T], *args) -> T:
                               f"read ({err}). To go on, {then}") from err
 
 
-def settle_checkpoints(run: Path, step: int, write: Callable[[Path], Path]) -> None:
-    """After resuming from the state of `step`: remove checkpoints past it, and write (via
-    `write(path)`) its own checkpoint when that is missing or unreadable, and remove the older
-    states a crash before their removal left."""
+def settle_checkpoints(run: Path, step: int, writers: Mapping[str, Callable[[Path], Path]]
+                       ) -> None:
+    """After resuming from the state of `step`: remove checkpoints past it, write (via
+    `writers[direction](path)`) each of its own checkpoints that is missing or unreadable, and
+    remove the older states a crash before their removal left."""
     for earlier, path in step_files(run, states=True):
         if earlier < step:
             path.unlink()
-    for later, path in step_files(run, states=False):
+    for later, path in _checkpoints(run):
         if later > step:
             warnings.warn(f"removing {path}: it is newer than the newest training state (step "
                           f"{step}), left by a run interrupted before saving its state; "
                           "training reaches that step again", stacklevel=3)
             path.unlink()
-    checkpoint = run / "checkpoints" / f"step_{step:06d}.safetensors"
-    if not checkpoint.exists():
-        warnings.warn(f"writing {checkpoint} from its training state: the run was interrupted "
-                      "between writing the two", stacklevel=3)
-        write(checkpoint)
-        return
-    try:
-        read_checkpoint(checkpoint)
-    except CheckpointError as err:
-        warnings.warn(f"rewriting {checkpoint} from its training state: it cannot be read "
-                      f"({err})", stacklevel=3)
-        write(checkpoint)
+    for direction, write in writers.items():
+        checkpoint = run / "checkpoints" / step_name(step, direction)
+        if not checkpoint.exists():
+            warnings.warn(f"writing {checkpoint} from its training state: the run was "
+                          "interrupted before writing it", stacklevel=3)
+            write(checkpoint)
+            continue
+        try:
+            read_checkpoint(checkpoint)
+        except CheckpointError as err:
+            warnings.warn(f"rewriting {checkpoint} from its training state: it cannot be read "
+                          f"({err})", stacklevel=3)
+            write(checkpoint)
