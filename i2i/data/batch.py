@@ -58,3 +58,23 @@ def batch_indices(n: int, step: int, batch_size: int, seed: int, stream: int) ->
 def aug_generator(seed: int, step: int, position: int, domain: int) -> torch.Generator:
     """The crop/flip generator of one image of a batch (domain PAIR for both halves of a pair)."""
     return torch.Generator().manual_seed(stable_seed(seed, STREAM_AUG, step, position, domain))
+
+
+class Reversed:
+    """A dataset with its two domains swapped (--direction BtoA): batches' "A" is the data's B.
+    Pairs stay pairs; a labelled dataset's labels swap with their images."""
+
+    def __init__(self, data: BatchData) -> None:
+        self.data = data
+        self.paired, self.labelled = data.paired, data.labelled
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def describe(self) -> dict:
+        return {**self.data.describe(), "direction": "BtoA"}
+
+    def batch(self, step: int, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
+        out = self.data.batch(step, batch_size, seed)
+        swap = {"A": "B", "B": "A", "label_A": "label_B", "label_B": "label_A"}
+        return {swap.get(k, k): v for k, v in out.items()}

@@ -1,8 +1,9 @@
 """Image folders in the layouts users already have, following the batch protocol.
 
 CycleGAN's root/trainA, root/trainB (testA/testB) hold unpaired domains; pix2pix's
-root/{train,val,test}/ holds A|B side by side (A = left half, split at w // 2). Decoded, resized
-images are cached as uint8 up to a byte budget per dataset.
+root/{train,val,test}/ holds A|B side by side (A = left half, split at w // 2). Training images
+go through a Preprocess (i2i.data.preprocess: --preprocess, --load-size, --no-flip); decoded,
+resized images are cached as uint8 up to a byte budget per dataset.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ from .batch import PAIR, STREAM_A, STREAM_B, DataError, aug_generator, batch_ind
 from .images import (
     IMAGE_EXTENSIONS,
     as_uint8,
-    crop_flip,
     held_out_images,
     list_images,
     load_image,
-    load_size,
     resize,
     scan,
 )
+from .preprocess import Preprocess, stack
 
 CACHE_BYTES = 1 << 30  # decoded, resized images kept in memory per dataset
 _UNALIGNED_LAYOUT = "the CycleGAN layout root/{s}A, root/{s}B (split 'test' reads testA, testB)"
@@ -33,7 +33,7 @@ _ALIGNED_LAYOUT = "the pix2pix layout root/{s}/*.jpg with A|B side by side (A = 
 
 
 class _Cache:
-    """Decoded, resized (3, L, L) uint8 tensors by key, up to a byte budget; then no more adds."""
+    """Decoded, resized (3, H, W) uint8 tensors by key, up to a byte budget; then no more adds."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes, self.used = max_bytes, 0
@@ -94,33 +94,62 @@ class ImageFolder:
 
 
 class FolderData:
-    """The settings both folder layouts share: root, size, split, resize target and cache."""
+    """The settings both folder layouts share: root, size, split, preprocessing and cache."""
 
     labelled = False
 
-    def __init__(self, root: Path | str, size: int, split: str, cache_bytes: int) -> None:
+    def __init__(self, root: Path | str, size: int, split: str, cache_bytes: int,
+                 preprocess: Preprocess | None) -> None:
         self.root, self.size = _check_root(root), int(size)
         self.split = _check_split(split, size)
         self.train = split == "train"
-        self._side = load_size(self.size) if self.train else self.size  # resize target L
+        self.pre = preprocess or Preprocess(size=self.size)
+        if self.pre.size != self.size:
+            raise ValueError(f"preprocess crops to {self.pre.size}, the dataset's size is {size}")
         self._cache = _Cache(cache_bytes)
 
     @classmethod
-    def open(cls, spec: str, size: int, paired: bool, split: str, seed: int) -> FolderData:
+    def open(cls, spec: str, size: int, paired: bool, split: str, seed: int,
+             preprocess: Preprocess | None = None) -> FolderData:
         """The dataset of the folder `spec`; folder data have no seed of their own."""
-        return cls(spec, size, split)
+        return cls(spec, size, split, preprocess=preprocess)
+
+    def _prepare(self, img: Image.Image, name: object) -> torch.Tensor:
+        """(3, H, W) uint8 before augmentation: resized per the preprocessing in training,
+        whole to size x size otherwise."""
+        if self.train:
+            return as_uint8(self.pre.resize(img, name))
+        return as_uint8(resize(img, self.size, self.size))
+
+    def _augment(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return from_uint8(self.pre.augment(x, generator) if self.train else x)
+
+    def _describe(self) -> dict:
+        about = {"kind": self.kind, "root": str(self.root), "size": self.size,
+                 "split": self.split}
+        if not self.pre.is_default:
+            about["preprocess"] = {"mode": self.pre.mode, "load_size": self.pre.load,
+                                   "flip": self.pre.flip}
+        return about
 
     @staticmethod
-    def held_out(description: dict, size: tuple[int, int], count: int
+    def held_out(description: dict, size: tuple[int, int], count: int, domain: str = "A"
                  ) -> tuple[torch.Tensor | None, None]:
-        """(up to `count` source-domain images (M, 3, H, W) from root/testA, else root/trainA,
-        whole and resized; None), or (None, None) when neither folder holds images."""
+        """(up to `count` images (M, 3, H, W) of `domain` (A or B), whole and resized; None),
+        or (None, None) when the data holds none: root/test<domain>, else root/train<domain>;
+        for the aligned layout that half of root/test, root/val, else root/train."""
         root = Path(str(description.get("root", "")))
-        for folder in (root / "testA", root / "trainA"):
-            if description.get("root") and folder.is_dir():
-                images = held_out_images(list_images(folder, recursive=False)[:count], *size)
-                if images is not None:
-                    return images, None
+        if not description.get("root"):
+            return None, None
+        aligned = description.get("kind") == AlignedFolder.kind
+        half = "AB".index(domain)
+        for split in ("test", "val", "train") if aligned else ("test", "train"):
+            folder = root / split if aligned else root / f"{split}{domain}"
+            paths = list_images(folder, recursive=False)[:count] if folder.is_dir() else []
+            images = (_halves(paths, half, size) if aligned
+                      else held_out_images(paths, *size))
+            if images is not None:
+                return images, None
         return None, None
 
 
@@ -131,9 +160,10 @@ class UnalignedFolders(FolderData):
     paired = False
 
     def __init__(
-        self, root: Path | str, size: int, split: str = "train", *, cache_bytes: int = CACHE_BYTES
+        self, root: Path | str, size: int, split: str = "train", *, cache_bytes: int = CACHE_BYTES,
+        preprocess: Preprocess | None = None,
     ) -> None:
-        super().__init__(root, size, split, cache_bytes)
+        super().__init__(root, size, split, cache_bytes, preprocess)
         self.paths_a = self._scan_folder("A")
         self.paths_b = self._scan_folder("B")
 
@@ -142,8 +172,7 @@ class UnalignedFolders(FolderData):
         return len(self.paths_a)
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "root": str(self.root), "size": self.size,
-                "split": self.split, "count_a": len(self.paths_a), "count_b": len(self.paths_b)}
+        return {**self._describe(), "count_a": len(self.paths_a), "count_b": len(self.paths_b)}
 
     def batch(self, step: int, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
         """{"A": (batch_size, 3, S, S), "B": (batch_size, 3, S, S)} float32 in [-1, 1]."""
@@ -159,14 +188,11 @@ class UnalignedFolders(FolderData):
         images = []
         for pos, index in enumerate(batch_indices(len(paths), step, batch_size, seed, stream)):
             generator = aug_generator(seed, step, pos, stream) if self.train else None
-            x = self._load(paths[index])  # (3, L, L) uint8
-            images.append(from_uint8(crop_flip(x, self.size, self.train, generator)))
-        return torch.stack(images)
-
-    def _load(self, path: Path) -> torch.Tensor:
-        side = self._side
-        return self._cache.get((path, side),
-                               lambda: as_uint8(resize(_reload(path), side, side)))
+            path = paths[index]
+            x = self._cache.get((path, self.train),
+                                lambda p=path: self._prepare(_reload(p), p))  # (3, H, W) uint8
+            images.append(self._augment(x, generator))
+        return stack(images, self.pre.mode)
 
     def _scan_folder(self, domain: str) -> list[Path]:
         folder = self.root / f"{self.split}{domain}"
@@ -178,10 +204,10 @@ class UnalignedFolders(FolderData):
                     f" exists, {folder.name} does not); this model needs unpaired data in {layout}"
                 )
             raise DataError(f"missing folder {folder}: expected {layout}")
-        side, paths = self._side, []
+        paths = []
         for path, img in scan(list_images(folder, recursive=True)):
             paths.append(path)
-            self._cache.offer((path, side), lambda img=img: as_uint8(resize(img, side, side)))
+            self._cache.offer((path, self.train), lambda p=path, im=img: self._prepare(im, p))
         if not paths:
             raise DataError(f"no usable images in {folder}: expected {layout}")
         return paths
@@ -194,9 +220,10 @@ class AlignedFolder(FolderData):
     paired = True
 
     def __init__(
-        self, root: Path | str, size: int, split: str = "train", *, cache_bytes: int = CACHE_BYTES
+        self, root: Path | str, size: int, split: str = "train", *, cache_bytes: int = CACHE_BYTES,
+        preprocess: Preprocess | None = None,
     ) -> None:
-        super().__init__(root, size, split, cache_bytes)
+        super().__init__(root, size, split, cache_bytes, preprocess)
         folder = self.root / split
         layout = _ALIGNED_LAYOUT.format(s=split)
         if not folder.is_dir():
@@ -210,7 +237,8 @@ class AlignedFolder(FolderData):
         for path, img in scan(list_images(folder, recursive=True), _check_aligned_width):
             self.paths.append(path)
             for half in (0, 1):
-                self._cache.offer(self._key(path, half), lambda h=half, im=img: self._halve(im, h))
+                self._cache.offer((path, half),
+                                  lambda h=half, im=img, p=path: self._halve(im, h, p))
         if not self.paths:
             raise DataError(f"no usable images in {folder}: expected {layout}")
 
@@ -218,8 +246,7 @@ class AlignedFolder(FolderData):
         return len(self.paths)
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "root": str(self.root), "size": self.size,
-                "split": self.split, "count": len(self.paths)}
+        return {**self._describe(), "count": len(self.paths)}
 
     def batch(self, step: int, batch_size: int, seed: int) -> dict[str, torch.Tensor]:
         """{"A": (batch_size, 3, S, S), "B": ...}; A[i] and B[i] share one crop and flip."""
@@ -231,19 +258,26 @@ class AlignedFolder(FolderData):
                 # Same seed for both halves: identical draws, so the pair stays aligned.
                 generator = aug_generator(seed, step, pos, PAIR) if self.train else None
                 x = self._cache.get(
-                    self._key(path, half), lambda p=path, h=half: self._halve(_reload(p), h)
-                )  # (3, L, L) uint8
-                images[domain].append(from_uint8(crop_flip(x, self.size, self.train, generator)))
-        return {domain: torch.stack(xs) for domain, xs in images.items()}  # (B, 3, S, S) each
+                    (path, half), lambda p=path, h=half: self._halve(_reload(p), h, p)
+                )  # (3, H, W) uint8
+                images[domain].append(self._augment(x, generator))
+        return {domain: stack(xs, self.pre.mode) for domain, xs in images.items()}
 
-    def _key(self, path: Path, half: int) -> tuple:
-        return (path, half, self._side)
-
-    def _halve(self, img: Image.Image, half: int) -> torch.Tensor:
-        """(3, L, L) uint8 of the left (half=0, A) or right (half=1, B) half, resized."""
+    def _halve(self, img: Image.Image, half: int, name: object) -> torch.Tensor:
+        """(3, H, W) uint8 of the left (half=0, A) or right (half=1, B) half, prepared."""
         w, h = img.size
         box = (0, 0, w // 2, h) if half == 0 else (w // 2, 0, w, h)
-        return as_uint8(resize(img.crop(box), self._side, self._side))
+        return self._prepare(img.crop(box), f"the {'AB'[half]} half of {name}")
+
+
+def _halves(paths: list[Path], half: int, size: tuple[int, int]) -> torch.Tensor | None:
+    """(M, 3, H, W) of the left (0) or right (1) halves of the files that decode and split."""
+    images = [img for img in map(load_image, paths)
+              if img is not None and _check_aligned_width(img) is None]
+    halves = [img.crop((0, 0, img.size[0] // 2, img.size[1]) if half == 0
+                       else (img.size[0] // 2, 0, img.size[0], img.size[1])) for img in images]
+    return torch.stack([from_uint8(as_uint8(resize(h, *size))) for h in halves]) \
+        if halves else None
 
 
 def _check_aligned_width(img: Image.Image) -> str | None:

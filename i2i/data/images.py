@@ -70,17 +70,21 @@ def as_uint8(img: Image.Image) -> torch.Tensor:
 
 
 def crop_flip(
-    x: torch.Tensor, size: int, train: bool, generator: torch.Generator | None
+    x: torch.Tensor, size: int | None, train: bool, generator: torch.Generator | None,
+    flip: bool = True,
 ) -> torch.Tensor:
-    """(3, L, L) -> (3, size, size). Draw order is fixed (x, y, flip) so paired calls agree."""
+    """(3, H, W) -> a random (3, size, size) crop (size None: the whole image), flipped
+    horizontally with p = 0.5 unless `flip` is False. Draw order is fixed (x, y, flip; the
+    flip is drawn even when not used) so paired calls agree and --no-flip sees the same crops."""
     if not train:
         return x
-    slack = x.shape[-1] - size + 1  # number of valid crop offsets per axis
-    left = int(torch.randint(0, slack, (1,), generator=generator))
-    top = int(torch.randint(0, slack, (1,), generator=generator))
-    flip = bool(torch.rand(1, generator=generator) < 0.5)
-    x = x[:, top : top + size, left : left + size]
-    return x.flip(-1) if flip else x
+    h, w = x.shape[-2:]
+    left = int(torch.randint(0, w - size + 1, (1,), generator=generator)) if size else 0
+    top = int(torch.randint(0, h - size + 1, (1,), generator=generator)) if size else 0
+    flipped = bool(torch.rand(1, generator=generator) < 0.5) and flip
+    if size:
+        x = x[:, top : top + size, left : left + size]
+    return x.flip(-1) if flipped else x
 
 
 def list_images(folder: Path, recursive: bool) -> list[Path]:

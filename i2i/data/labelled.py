@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .batch import STREAM_A, STREAM_B, BatchData, DataError, batch_indices
+from .preprocess import Preprocess, refuse_preprocess
 from .scenes import ATTRIBUTES, AttributeShapes
 
 ATTRIBUTES_TASK = "attributes"  # synthetic:attributes[:name,...]: labelled two-attribute scenes
@@ -38,17 +39,20 @@ class AttributeData:
         self.labels = tuple(labels)
 
     @classmethod
-    def open(cls, source: str, size: int, paired: bool, split: str, seed: int) -> AttributeData:
+    def open(cls, source: str, size: int, paired: bool, split: str, seed: int,
+             preprocess: Preprocess | None = None) -> AttributeData:
         """"attributes" -> every attribute as a label; "attributes:object_color" -> that one."""
+        refuse_preprocess(preprocess, "synthetic:" + source)
         names = source.partition(":")[2]
         labels = tuple(names.split(",")) if names else tuple(ATTRIBUTES)
         return cls(size, labels, seed=seed, split=split)
 
     @classmethod
-    def held_out(cls, description: dict, size: tuple[int, int], count: int
+    def held_out(cls, description: dict, size: tuple[int, int], count: int, domain: str = "A"
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(`count` test scenes (count, 3, H, W), their true disc regions (count, 1, H, W) in
-        {0, 1}) of the described scenes; (None, None) when H != W."""
+        {0, 1}) of the described scenes (one kind of scene: `domain` does not choose);
+        (None, None) when H != W."""
         if size[0] != size[1]:
             return None, None
         scenes = cls(size[0], seed=description.get("seed", 0), split="test", length=count,

@@ -12,9 +12,10 @@ from typing import Protocol
 
 import torch
 
-from .batch import BatchData, DataError
+from .batch import BatchData, DataError, Reversed
 from .folders import AlignedFolder, UnalignedFolders
 from .labelled import ATTRIBUTES_TASK, AttributeData, DomainLabels
+from .preprocess import Preprocess
 from .shapes import TASKS
 from .synthetic import SyntheticData
 
@@ -26,13 +27,15 @@ class DataSource(Protocol):
 
     labelled: bool  # its batches carry labels of their own
 
-    def open(self, source: str, size: int, paired: bool, split: str, seed: int) -> BatchData:
-        """The training dataset; `source` is the spec without "synthetic:"."""
+    def open(self, source: str, size: int, paired: bool, split: str, seed: int,
+             preprocess: Preprocess | None = None) -> BatchData:
+        """The training dataset; `source` is the spec without "synthetic:"; DataError when it
+        cannot take non-default `preprocess`."""
         ...
 
-    def held_out(self, description: dict, size: tuple[int, int], count: int
+    def held_out(self, description: dict, size: tuple[int, int], count: int, domain: str = "A"
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(source-domain test images (M, 3, H, W), regions (M, 1, H, W) or None), M <= count;
+        """(test images of `domain` (M, 3, H, W), regions (M, 1, H, W) or None), M <= count;
         (None, None) when the description cannot give any."""
         ...
 
@@ -61,26 +64,36 @@ def data_kind(spec: str, paired: bool) -> tuple[str, str]:
 
 
 def open_data(spec: str, size: int, paired: bool, split: str = "train", seed: int = 0,
-              labelled: bool = False) -> BatchData:
+              labelled: bool = False, preprocess: Preprocess | None = None,
+              direction: str = "AtoB") -> BatchData:
     """A dataset following the batch protocol, from "synthetic:<task>" or a folder path.
 
     Folders: paired=True reads the pix2pix layout (AlignedFolder), paired=False the CycleGAN
     layout (UnalignedFolders). `seed` seeds synthetic images; folder data ignore it.
     labelled=True (exemplar models) adds "label_A"/"label_B": the scenes' attributes for
-    synthetic:attributes, otherwise the domain (A = 0, B = 1).
+    synthetic:attributes, otherwise the domain (A = 0, B = 1). `preprocess` is what folders
+    do to training images (synthetic data refuse anything but the default); direction "BtoA"
+    swaps the domains (Reversed).
     """
+    if direction not in ("AtoB", "BtoA"):
+        raise DataError(f"unknown direction {direction!r}; known: AtoB, BtoA")
     kind, source = data_kind(spec, paired)
     dataset = DATASETS[kind]
     if dataset.labelled and not labelled:
         raise DataError(f"{spec} holds labelled scenes for exemplar models (lomit); "
                         f"use {SYNTHETIC_PREFIX}{next(iter(TASKS))} for this model")
-    data = dataset.open(source, size, paired, split, seed)
+    data = dataset.open(source, size, paired, split, seed, preprocess)
+    if direction == "BtoA":
+        data = Reversed(data)
     return DomainLabels(data) if labelled and not data.labelled else data
 
 
-def domain_samples(data: dict, size: tuple[int, int], count: int
+def domain_samples(data: dict, size: tuple[int, int], count: int, domain: str = "A"
                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(images (M, 3, H, W), regions (M, 1, H, W) in {0, 1} or None) of the training source
-    domain, M <= count; (None, None) when the data is unknown."""
+    """(images (M, 3, H, W), regions (M, 1, H, W) in {0, 1} or None) of the data's `domain`
+    (A or B, as the data's own files name them), M <= count; (None, None) when the data is
+    unknown."""
+    if domain not in ("A", "B"):
+        raise ValueError(f"domain must be A or B, got {domain!r}")
     dataset = DATASETS.get(data.get("kind"))
-    return (None, None) if dataset is None else dataset.held_out(data, size, count)
+    return (None, None) if dataset is None else dataset.held_out(data, size, count, domain)

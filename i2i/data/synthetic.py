@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .batch import STREAM_A, STREAM_B, DataError, batch_indices
+from .preprocess import Preprocess, refuse_preprocess
 from .shapes import TASKS, SyntheticShapes
 
 
@@ -22,21 +23,23 @@ class SyntheticData:
         self.paired = bool(paired)
 
     @classmethod
-    def open(cls, source: str, size: int, paired: bool, split: str, seed: int) -> SyntheticData:
+    def open(cls, source: str, size: int, paired: bool, split: str, seed: int,
+             preprocess: Preprocess | None = None) -> SyntheticData:
         """The dataset of task `source` ("circle2square", ...)."""
+        refuse_preprocess(preprocess, "synthetic:" + source)
         return cls(source, size, paired, seed=seed, split=split)
 
     @classmethod
-    def held_out(cls, description: dict, size: tuple[int, int], count: int
+    def held_out(cls, description: dict, size: tuple[int, int], count: int, domain: str = "A"
                  ) -> tuple[torch.Tensor | None, None]:
-        """(`count` domain-A test images (count, 3, H, W), None) of the described task, unpaired
-        and with the default noise; (None, None) for an unknown task or H != W."""
+        """(`count` test images of `domain` (count, 3, H, W), None) of the described task,
+        unpaired and with the default noise; (None, None) for an unknown task or H != W."""
         task = description.get("task")
         if task not in TASKS or size[0] != size[1]:
             return None, None
         shapes = cls(task, size[0], paired=False, seed=description.get("seed", 0),
                      split="test").shapes
-        return torch.stack([shapes.sample("A", i)[0] for i in range(count)]), None
+        return torch.stack([shapes.sample(domain, i)[0] for i in range(count)]), None
 
     def __len__(self) -> int:
         return len(self.shapes)

@@ -139,7 +139,8 @@ def build(checkpoint: Path, options: ExportOptions) -> Path:
     for label, signature in signatures(module).items():
         entry = {**signature.to_dict(), "artifacts": {}}
         manifest["signatures"][label] = entry
-        batches = parity.parity_inputs(signature, data, size, batch, parity.MASK_SCHEMES)
+        batches = parity.parity_inputs(signature, data, size, batch, parity.MASK_SCHEMES,
+                                       source=(direction or "AtoB")[0])
         graphs.append(_Graph(label, module, signature, batches, entry["artifacts"]))
     gate = _Gate(name, size, options, spec.size_multiple)
 

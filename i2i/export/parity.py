@@ -31,9 +31,10 @@ MASK_SEED = 2468
 Runner = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
-def domain_inputs(spec: ModelSpec, data: dict, size: tuple[int, int], batch: int
-                  ) -> dict[str, torch.Tensor] | None:
-    """One batch of real inputs from the training data, or None when the data is unknown.
+def domain_inputs(spec: ModelSpec, data: dict, size: tuple[int, int], batch: int,
+                  domain: str = "A") -> dict[str, torch.Tensor] | None:
+    """One batch of real inputs from the training data's `domain` (the one the checkpoint
+    translates from), or None when the data is unknown.
 
     Every image input gets its own images (an image paired with itself would hide a swap of two
     inputs); a mask input gets the true object regions of the first image input's images where
@@ -42,7 +43,7 @@ def domain_inputs(spec: ModelSpec, data: dict, size: tuple[int, int], batch: int
     images = list(spec.of_kind("image"))
     if not images:
         return None
-    pool, regions = domain_samples(data, size, batch * len(images))
+    pool, regions = domain_samples(data, size, batch * len(images), domain)
     if pool is None:
         return None
     # Distinct images per input where the pool holds enough; else each input one image further on.
@@ -61,14 +62,13 @@ def domain_inputs(spec: ModelSpec, data: dict, size: tuple[int, int], batch: int
     return out
 
 
-
-
 def parity_inputs(spec: ModelSpec, data: dict, size: tuple[int, int], batch: int,
-                  mask_schemes: tuple[str, ...] = ()) -> list[dict[str, torch.Tensor]]:
+                  mask_schemes: tuple[str, ...] = (), source: str = "A"
+                  ) -> list[dict[str, torch.Tensor]]:
     """Batches of (batch, C, H, W) inputs, each input with its own channels and range: one from
-    the training data (if known), one per mask scheme (see scheme_masked), and two seeded random
-    ones."""
-    domain = domain_inputs(spec, data, size, batch)
+    the training data's `source` domain (if known), one per mask scheme (see scheme_masked), and
+    two seeded random ones."""
+    domain = domain_inputs(spec, data, size, batch, source)
     randoms = [example_inputs(spec, batch, size, seed=1234 + i) for i in range(2)]
     schemed = scheme_masked(spec, domain if domain is not None else randoms[0], mask_schemes)
     return ([domain] if domain is not None else []) + schemed + randoms

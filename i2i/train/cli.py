@@ -6,8 +6,11 @@ import argparse
 import sys
 
 from ..data import DataError
+from ..data.preprocess import PREPROCESS
 from ..models import CheckpointError, UnknownModelError, get_entry
+from .init import INIT_TYPES, check_init
 from .loop import TrainOptions, train
+from .losses import GAN_MODES
 from .registry import check_options, trained_models
 
 EXAMPLE = ("example: i2i-train --model additive --data synthetic:circle2square --size 64 "
@@ -33,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, default=None,
                    help="end this invocation at that step; continue later with --resume")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="default 16 (lomit: 8, as its paper)")
+                   help="default 16 (pix2pix: 1 as its reference; lomit: 8 as its paper)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--lambda-r", type=float, default=None,
                    help="additive: weight of the L1 mask penalty (default 1.0, supervised 0.01)")
@@ -54,6 +57,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", default=None, choices=["paper", "code"],
                    help="lomit, maskcyclegan: train as the paper says (default: paper) or as "
                         "its published reference code does (code); README lists each difference")
+    reference = p.add_argument_group(
+        "reference options", "the CycleGAN/pix2pix reference's names for them; docs/REFERENCES.md "
+        "lists each recipe's defaults")
+    reference.add_argument("--init-type", choices=INIT_TYPES, default=None,
+                           help="weight initialisation (default normal as the reference code; "
+                                "additive: default = PyTorch's; lomit has its paper's own)")
+    reference.add_argument("--init-gain", type=float, default=None,
+                           help="std of normal, gain of xavier/orthogonal (default 0.02)")
+    reference.add_argument("--gan-mode", choices=list(GAN_MODES), default=None,
+                           help="cyclegan, pix2pix: the GAN loss (default lsgan; pix2pix vanilla);"
+                                " wgangp adds a gradient penalty of weight 10")
+    reference.add_argument("--lambda-cycle", type=float, default=None,
+                           help="additive, cyclegan, maskcyclegan: cycle weight (default 10)")
+    reference.add_argument("--lambda-identity", type=float, default=None,
+                           help="cyclegan: identity weight as a fraction of --lambda-cycle "
+                                "(default 0.5; 0 turns it off)")
+    reference.add_argument("--lambda-l1", type=float, default=None,
+                           help="pix2pix: weight of the L1 term (default 100)")
+    reference.add_argument("--pool-size", type=int, default=None,
+                           help="additive, cyclegan, maskcyclegan: generated images kept for the "
+                                "discriminators (default 50; 0: none)")
+    reference.add_argument("--preprocess", choices=PREPROCESS, default=d.preprocess,
+                           help="folders: what each training image goes through (default "
+                                "resize_and_crop)")
+    reference.add_argument("--load-size", type=int, default=None,
+                           help="folders: the resize before the crop (default 286/256 of --size)")
+    reference.add_argument("--no-flip", dest="flip", action="store_false",
+                           help="folders: no random horizontal flips")
+    reference.add_argument("--direction", choices=["AtoB", "BtoA"], default=d.direction,
+                           help="BtoA trains the model from domain B to domain A (for aligned "
+                                "data: from the right half to the left)")
     p.add_argument("--lr", type=float, default=d.lr, help="default 2e-4 (lomit: 1e-4)")
     p.add_argument("--decay-start", type=float, default=d.decay_start,
                    help="fraction of the steps after which the lr decays linearly to 0")
@@ -96,6 +130,17 @@ def _check(o: TrainOptions) -> None:
     check_options(entry, o)
     if o.n_blocks < 0:
         raise ValueError(f"--n-blocks must be >= 0, got {o.n_blocks}")
+    for name in ("lambda_cycle", "lambda_identity", "lambda_l1", "pool_size"):
+        if (getattr(o, name) or 0) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(o, name)}")
+    if o.load_size is not None and o.load_size < 1:
+        raise ValueError(f"--load-size must be at least 1, got {o.load_size}")
+    if o.init_type is not None:
+        check_init(o.init_type, o.init_gain)
+    if o.direction == "BtoA" and entry.labels:
+        raise ValueError(f"--direction BtoA does not apply to {o.model}: it translates either "
+                         f"way with an exemplar of the other domain")
+    o.preprocessing()                   # a bad --preprocess / --load-size fails here
     multiple = entry.size_multiple(o.recipe_options())
     if o.size % multiple:
         raise ValueError(f"--size {o.size} must be a multiple of {multiple} for {o.model}")

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from ..models.cyclegan import CycleGANConfig, CycleGANTranslator
-from .losses import lsgan
 from .recipe import RecipeOptions, TwoWayRecipe, set_requires_grad
 
 
@@ -15,12 +14,12 @@ def cyclegan_config(o: RecipeOptions) -> CycleGANConfig:
 
 
 class CycleGANRecipe(TwoWayRecipe):
-    """CycleGAN: LSGAN, cycle 10, identity 0.5 x cycle weight."""
+    """CycleGAN: LSGAN (--gan-mode), cycle 10, identity 0.5 x cycle weight."""
 
     def __init__(self, config: CycleGANConfig, o: RecipeOptions):
         super().__init__(CycleGANTranslator(config), CycleGANTranslator(config), o)
         self.loss_weights = {"lambda_cycle": o.lambda_cycle,
-                             "lambda_identity": o.lambda_identity}
+                             "lambda_identity": o.lambda_identity, "gan_mode": o.gan_mode}
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         w = self.loss_weights
@@ -28,7 +27,7 @@ class CycleGANRecipe(TwoWayRecipe):
         x, y = batch["A"], batch["B"]
         fake_y, fake_x = g_ab(x), g_ba(y)
         set_requires_grad([self.d_a, self.d_b], False)
-        gan = lsgan(self.d_b(fake_y), True) + lsgan(self.d_a(fake_x), True)
+        gan = self.gan(self.d_b(fake_y), True) + self.gan(self.d_a(fake_x), True)
         cycle = F.l1_loss(g_ba(fake_y), x) + F.l1_loss(g_ab(fake_x), y)
         identity = F.l1_loss(g_ab(y), y) + F.l1_loss(g_ba(x), x)
         g_loss = gan + w["lambda_cycle"] * (cycle + w["lambda_identity"] * identity)

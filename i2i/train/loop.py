@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_path, write_text
 from ..data import open_data
+from ..data.preprocess import Preprocess
 from ..models import read_document, save_checkpoint
 from ..runs import opposite, step_name
 from . import recovery
@@ -70,6 +71,19 @@ class TrainOptions:
     stop_after: int | None = None     # end this invocation at that step (resume later)
     masks: str | None = None          # recipes that take it: mask scheme, e.g. rects, center:0.5
     follow: str | None = None         # lomit, maskcyclegan: paper (their default) | code
+    # Recipes that take them (registry.py); None -> the recipe's default.
+    init_type: str | None = None      # normal | xavier | kaiming | orthogonal | default
+    init_gain: float | None = None
+    gan_mode: str | None = None       # lsgan | vanilla | wgangp
+    lambda_cycle: float | None = None
+    lambda_identity: float | None = None
+    lambda_l1: float | None = None
+    pool_size: int | None = None
+    # Data (i2i.data.preprocess): what folders do to each training image; the pair direction.
+    preprocess: str = "resize_and_crop"
+    load_size: int | None = None      # None -> 286/256 of --size
+    flip: bool = True
+    direction: str = "AtoB"           # BtoA: train B -> A (swaps the domains)
 
     def recipe(self) -> RecipeEntry:
         """The registry entry these options train (model, and --supervised)."""
@@ -86,9 +100,20 @@ class TrainOptions:
         values = dict(size=self.size, ngf=self.ngf, n_blocks=self.n_blocks, depth=depth,
                       ndf=self.ndf, disc=self.disc, disc_layers=self.disc_layers,
                       lambda_r=self.lambda_r, lr=self.lr, seed=self.seed, n_labels=n_labels,
-                      masks=self.masks, follow=self.follow)
+                      masks=self.masks, follow=self.follow, init_type=self.init_type,
+                      init_gain=self.init_gain, gan_mode=self.gan_mode,
+                      lambda_cycle=self.lambda_cycle, lambda_identity=self.lambda_identity,
+                      lambda_l1=self.lambda_l1, pool_size=self.pool_size)
         return RecipeOptions(**{k: v for k, v in values.items() if v is not None})
 
+    def preprocessing(self) -> Preprocess:
+        """What folder data do to each training image (--preprocess, --load-size, --no-flip)."""
+        return Preprocess(self.preprocess, self.size, self.load_size, self.flip)
+
+
+# The options a checkpoint's meta["training"] records.
+TRAINING_META = ("size", "batch_size", "seed", "lr", "ndf", "disc", "disc_layers", "follow",
+                 "init_type", "init_gain", "preprocess", "load_size", "flip")
 
 # Options that may differ between a run and its resumption; everything else must match.
 RESUMABLE_CHANGES = {"steps", "sample_every", "checkpoint_every", "log_every", "progress",
@@ -146,7 +171,8 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
     entry = options.recipe()
     paired = entry.pairs
     data = open_data(options.data, options.size, paired=paired, seed=options.seed,
-                     labelled=entry.labels)
+                     labelled=entry.labels, preprocess=options.preprocessing(),
+                     direction=options.direction)
     n_labels = len(data.labels) if entry.labels else 1
     recipe, config = entry.make(options.recipe_options(n_labels))
     recipe.to(device)
@@ -156,12 +182,12 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
     write_text(run / "options.json", json.dumps(asdict(options), indent=2) + "\n")
     log_path = run / "log.jsonl"
     truncate_log(log_path, start_step)
-    fixed = {k: v[:8].to(device) for k, v in data.batch(0, 8, options.seed + 12345).items()}
+    # Eight fixed pictures for samples/, or one where pictures keep their own shapes.
+    shown = 8 if options.preprocessing().crops else 1
+    fixed = {k: v.to(device) for k, v in data.batch(0, shown, options.seed + 12345).items()}
     meta = {"data": data.describe(), "loss_weights": recipe.loss_weights,
-            "supervised": options.supervised, "direction": "AtoB",
-            "training": {k: getattr(options, k) for k in ("size", "batch_size", "seed", "lr",
-                                                           "ndf", "disc", "disc_layers",
-                                                           "follow")}}
+            "supervised": options.supervised, "direction": options.direction,
+            "training": {k: getattr(options, k) for k in TRAINING_META}}
     if state_path is not None:    # what a crash between two writes can have left beside it
         recovery.settle_checkpoints(run, start_step, {
             kind: lambda path, net=net, about=about: save_checkpoint(

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+GanLoss = Callable[[torch.Tensor, bool], torch.Tensor]
+GP_WEIGHT = 10.0        # the WGAN-GP paper's lambda, the reference code's default
 
 
 def lsgan(prediction: torch.Tensor, real: bool) -> torch.Tensor:
@@ -16,6 +22,31 @@ def bce_gan(prediction: torch.Tensor, real: bool) -> torch.Tensor:
     """The original (vanilla) GAN loss on logits, as pix2pix uses it."""
     target = torch.ones_like(prediction) if real else torch.zeros_like(prediction)
     return F.binary_cross_entropy_with_logits(prediction, target)
+
+
+def wgan(prediction: torch.Tensor, real: bool) -> torch.Tensor:
+    """Wasserstein critic loss: -mean D(x) for real, mean D(x) for fake."""
+    return -prediction.mean() if real else prediction.mean()
+
+
+GAN_MODES: dict[str, GanLoss] = {"lsgan": lsgan, "vanilla": bce_gan, "wgangp": wgan}
+
+
+def gan_loss(mode: str) -> GanLoss:
+    """The loss of a --gan-mode; ValueError naming the modes for anything else."""
+    if mode not in GAN_MODES:
+        raise ValueError(f"unknown --gan-mode {mode!r}; known: {', '.join(GAN_MODES)}")
+    return GAN_MODES[mode]
+
+
+def gradient_penalty(d: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                     generator: torch.Generator) -> torch.Tensor:
+    """GP_WEIGHT x mean (||grad D(u)|| - 1)^2 at u = a real + (1 - a) fake, a ~ U(0, 1) per image
+    (Gulrajani et al.; the reference code's "mixed" penalty); a from `generator`."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator).to(real.device)
+    mixed = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
+    grad, = torch.autograd.grad(d(mixed).sum(), mixed, create_graph=True)
+    return GP_WEIGHT * ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
 class ImagePool:

@@ -7,8 +7,7 @@ import torch.nn.functional as F
 
 from ..models.discriminators import PatchGAN
 from ..models.pix2pix import Pix2PixConfig, Pix2PixTranslator
-from .losses import bce_gan
-from .recipe import Recipe, RecipeOptions, adam, d_step, set_requires_grad
+from .recipe import Recipe, RecipeOptions, adam, d_step, gan_terms, set_requires_grad
 
 
 def pix2pix_config(o: RecipeOptions) -> Pix2PixConfig:
@@ -17,7 +16,7 @@ def pix2pix_config(o: RecipeOptions) -> Pix2PixConfig:
 
 
 class Pix2PixRecipe(Recipe):
-    """pix2pix: conditional GAN (BCE) on cat(A, B) + lambda_l1 x L1."""
+    """pix2pix: conditional GAN (BCE unless --gan-mode) on cat(A, B) + lambda_l1 x L1."""
 
     def __init__(self, config: Pix2PixConfig, o: RecipeOptions):
         self.translator = Pix2PixTranslator(config)
@@ -26,15 +25,16 @@ class Pix2PixRecipe(Recipe):
         self.optimizers = {"G": adam(self.translator.parameters(), o),
                            "D": adam(self.d.parameters(), o)}
         self.pools = {}
-        self.loss_weights = {"lambda_l1": o.lambda_l1}
+        self.gan, self.penalty = gan_terms(o, self.pools)
+        self.loss_weights = {"lambda_l1": o.lambda_l1, "gan_mode": o.gan_mode}
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         x, y = batch["A"], batch["B"]
         fake = self.translator.generator(x)
         d_loss = d_step(self.optimizers["D"], [
-            (self.d, torch.cat([x, y], 1), torch.cat([x, fake], 1))], bce_gan)
+            (self.d, torch.cat([x, y], 1), torch.cat([x, fake], 1))], self.gan, self.penalty)
         set_requires_grad([self.d], False)
-        gan = bce_gan(self.d(torch.cat([x, fake], 1)), True)
+        gan = self.gan(self.d(torch.cat([x, fake], 1)), True)
         l1 = F.l1_loss(fake, y)
         g_loss = gan + self.loss_weights["lambda_l1"] * l1
         self.optimizers["G"].zero_grad(set_to_none=True)

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..models.discriminators import DCGAN64, PatchGAN
 from .figures import translation_grid
-from .losses import ImagePool, lsgan
+from .losses import ImagePool, SeededStream, gan_loss, gradient_penalty
 
 
 @dataclass
@@ -37,6 +37,9 @@ class RecipeOptions:
     lambda_identity: float = 0.5    # cyclegan: times lambda_cycle, as the reference does
     lambda_l1: float = 100.0        # pix2pix
     pool_size: int = 50
+    gan_mode: str = "lsgan"         # cyclegan, pix2pix: lsgan | vanilla | wgangp (losses.py)
+    init_type: str = "default"      # train/init.py; the registry gives each recipe its own
+    init_gain: float = 0.02
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     seed: int = 0
@@ -110,19 +113,35 @@ def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
             p.requires_grad_(flag)
 
 
-def d_step(opt, pairs: list[tuple[nn.Module, torch.Tensor, torch.Tensor]], gan) -> float:
-    """One discriminator update; pairs of (D, real, fake); loss 0.5 (real + fake) per D."""
+def d_step(opt, pairs: list[tuple[nn.Module, torch.Tensor, torch.Tensor]], gan,
+           penalty: SeededStream | None = None) -> float:
+    """One discriminator update; pairs of (D, real, fake); loss 0.5 (real + fake) per D, plus
+    the gradient penalty per D when `penalty` (the stream its mixing weights come from) is
+    given."""
     opt.zero_grad(set_to_none=True)
     total = sum(0.5 * (gan(d(real), True) + gan(d(fake.detach()), False))
                 for d, real, fake in pairs)
+    if penalty is not None:
+        total = total + sum(gradient_penalty(d, real, fake, penalty.generator)
+                            for d, real, fake in pairs)
     total.backward()
     opt.step()
     return total.item()
 
 
+def gan_terms(o: RecipeOptions, pools: dict) -> tuple:
+    """(loss, penalty stream or None) of o.gan_mode; wgangp adds its stream to `pools` so that
+    the training state keeps it."""
+    gan = gan_loss(o.gan_mode)
+    if o.gan_mode != "wgangp":
+        return gan, None
+    pools["penalty"] = SeededStream(o.seed + 31)
+    return gan, pools["penalty"]
+
+
 class TwoWayRecipe(Recipe):
-    """The cycle set-up: generators A -> B and B -> A, an LSGAN discriminator per domain, and a
-    replay pool per domain feeding the discriminators."""
+    """The cycle set-up: generators A -> B and B -> A, a discriminator per domain (LSGAN unless
+    o.gan_mode says otherwise), and a replay pool per domain feeding the discriminators."""
 
     def __init__(self, translator: nn.Module, reverse: nn.Module, o: RecipeOptions):
         self.translator, self.reverse = translator, reverse
@@ -134,6 +153,7 @@ class TwoWayRecipe(Recipe):
             "D": adam(list(self.d_a.parameters()) + list(self.d_b.parameters()), o)}
         self.pools = {"A": ImagePool(o.pool_size, o.seed + 1),
                       "B": ImagePool(o.pool_size, o.seed + 2)}
+        self.gan, self.penalty = gan_terms(o, self.pools)
 
     def _update(self, g_loss: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                 fake_x: torch.Tensor, fake_y: torch.Tensor) -> float:
@@ -144,4 +164,4 @@ class TwoWayRecipe(Recipe):
         set_requires_grad([self.d_a, self.d_b], True)
         return d_step(self.optimizers["D"], [
             (self.d_b, y, self.pools["B"].query(fake_y)),
-            (self.d_a, x, self.pools["A"].query(fake_x))], lsgan)
+            (self.d_a, x, self.pools["A"].query(fake_x))], self.gan, self.penalty)

@@ -16,6 +16,7 @@ from typing import Any
 from ..models import get_entry
 from .additive import AdditiveRecipe, AdditiveSupervisedRecipe, additive_config
 from .cyclegan import CycleGANRecipe, cyclegan_config
+from .init import init_networks
 from .lomit import LomitRecipe, lomit_config
 from .maskcyclegan import MaskCycleGANRecipe, maskcyclegan_config
 from .pix2pix import Pix2PixRecipe, pix2pix_config
@@ -23,6 +24,9 @@ from .recipe import Recipe, RecipeOptions
 
 # Options left at None take the recipe's value; these hold unless an entry says otherwise.
 COMMON_DEFAULTS: Mapping[str, Any] = {"batch_size": 16, "lr": 2e-4, "n_blocks": 9}
+# The reference code's initialisation (train/init.py), for the recipes whose reference has one.
+REFERENCE_INIT: Mapping[str, Any] = {"init_type": "normal", "init_gain": 0.02}
+INIT = frozenset({"init_type", "init_gain"})
 
 
 def _defaults(**overrides: Any) -> dict[str, Any]:
@@ -41,9 +45,11 @@ class RecipeEntry:
     options: frozenset[str] = frozenset()           # TrainOptions fields only some recipes take
 
     def make(self, o: RecipeOptions) -> tuple[Recipe, Any]:
-        """(recipe, model config) for these options."""
+        """(recipe, model config) for these options, its networks initialised as o says."""
         config = self.config(o)
-        return self.recipe.build(config, o), config
+        recipe = self.recipe.build(config, o)
+        init_networks(recipe.nets, o.init_type, o.init_gain, o.seed)
+        return recipe, config
 
     def size_multiple(self, o: RecipeOptions) -> int:
         """H and W of training images must be multiples of this, as the model's spec says."""
@@ -51,22 +57,39 @@ class RecipeEntry:
 
 
 RECIPES: dict[str, RecipeEntry] = {
-    # The paper's lambda_r: 1.0 against a GAN, 0.01 against paired L1 targets.
+    # The paper's lambda_r: 1.0 against a GAN, 0.01 against paired L1 targets. Its paper names
+    # no initialisation: PyTorch's default, which its committed figures were measured with.
     "additive": RecipeEntry(AdditiveRecipe, "additive", additive_config,
-                            defaults=_defaults(lambda_r=1.0), options=frozenset({"lambda_r"})),
+                            defaults=_defaults(lambda_r=1.0, lambda_cycle=10.0, pool_size=50,
+                                               init_type="default", init_gain=0.02),
+                            options=INIT | {"lambda_r", "lambda_cycle", "pool_size"}),
     "additive_supervised": RecipeEntry(AdditiveSupervisedRecipe, "additive", additive_config,
                                        pairs=True, supervised=True,
-                                       defaults=_defaults(lambda_r=0.01),
-                                       options=frozenset({"lambda_r"})),
-    "cyclegan": RecipeEntry(CycleGANRecipe, "cyclegan", cyclegan_config),
-    "pix2pix": RecipeEntry(Pix2PixRecipe, "pix2pix", pix2pix_config, pairs=True),
-    # LOMIT's paper: Adam 1e-4, batch 8, 4 residual blocks in the content encoder and decoder.
+                                       defaults=_defaults(lambda_r=0.01, init_type="default",
+                                                          init_gain=0.02),
+                                       options=INIT | {"lambda_r"}),
+    # The CycleGAN/pix2pix reference defaults: lsgan with cycle 10, identity 0.5, pool 50 for
+    # CycleGAN; vanilla GAN with L1 100, batch 1 for pix2pix (its BatchNorm trains per image).
+    "cyclegan": RecipeEntry(CycleGANRecipe, "cyclegan", cyclegan_config,
+                            defaults=_defaults(gan_mode="lsgan", lambda_cycle=10.0,
+                                               lambda_identity=0.5, pool_size=50,
+                                               **REFERENCE_INIT),
+                            options=INIT | {"gan_mode", "lambda_cycle", "lambda_identity",
+                                            "pool_size"}),
+    "pix2pix": RecipeEntry(Pix2PixRecipe, "pix2pix", pix2pix_config, pairs=True,
+                           defaults=_defaults(batch_size=1, gan_mode="vanilla", lambda_l1=100.0,
+                                              **REFERENCE_INIT),
+                           options=INIT | {"gan_mode", "lambda_l1"}),
+    # LOMIT's paper: Adam 1e-4, batch 8, 4 residual blocks in the content encoder and decoder;
+    # its own initialisation (He / N(0, 0.02), train/lomit.py), so no --init-type.
     "lomit": RecipeEntry(LomitRecipe, "lomit", lomit_config, labels=True,
                          defaults=_defaults(batch_size=8, lr=1e-4, n_blocks=4, follow="paper"),
                          options=frozenset({"follow"})),
     "maskcyclegan": RecipeEntry(MaskCycleGANRecipe, "maskcyclegan", maskcyclegan_config,
-                                defaults=_defaults(follow="paper"),
-                                options=frozenset({"masks", "follow"})),
+                                defaults=_defaults(follow="paper", lambda_cycle=10.0,
+                                                   pool_size=50, **REFERENCE_INIT),
+                                options=INIT | {"masks", "follow", "lambda_cycle",
+                                                "pool_size"}),
 }
 DEFAULT_MODEL = RECIPES["additive"].model
 
