@@ -17,6 +17,7 @@ from i2i.data.preprocess import Preprocess
 from i2i.export import parity
 from i2i.export.build import ExportOptions, build
 from i2i.models import read_document
+from i2i.models.discriminators import PatchGAN
 from i2i.pixels import from_uint8
 from i2i.train.cli import main
 from i2i.train.init import init_networks
@@ -281,3 +282,22 @@ def test_synthetic_held_out_pictures_of_each_domain_differ():
     with pytest.raises(ValueError, match="domain must be A or B"):
         domain_samples(data, (16, 16), 2, "C")
 
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3, 4])
+def test_patchgan_knows_the_side_its_last_norm_sees(layers):
+    d = PatchGAN(6, 4, layers, norm="batch").eval()
+    norms = [m for m in d.modules() if isinstance(m, nn.BatchNorm2d)]
+    seen = []
+    norms[-1].register_forward_hook(lambda module, args, out: seen.append(out.shape[-1]))
+    for size in (64, 70, 96, 128):
+        d(torch.zeros(1, 6, size, size))
+        assert seen[-1] == d.last_norm_side(size), size
+
+
+def test_pix2pix_too_small_for_its_discriminator_at_batch_1_says_what_to_do(tmp_path, capsys):
+    args = ["--model", "pix2pix", "--size", "16", "--steps", "1", "--ngf", "4", "--ndf", "4",
+            "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(args) == 2
+    assert "use --disc-layers 2, a larger --size or --batch-size" in capsys.readouterr().err
+    assert main([*args, "--disc-layers", "2"]) == 0

@@ -32,9 +32,18 @@ class PatchGAN(nn.Module):
             channels = out
         layers.append(nn.Conv2d(channels, 1, 4, 1, 1))
         self.net = nn.Sequential(*layers)
+        self.n_layers = n_layers
 
     def forward(self, x):
         return self.net(x)
+
+    def last_norm_side(self, size: int) -> int:
+        """Side of the maps the last norm layer sees for size x size inputs: each 4x4 conv of
+        stride 2 (padding 1) halves it, the stride-1 one takes one off."""
+        side = size // 2
+        for i in range(1, self.n_layers + 1):
+            side = side // 2 if i < self.n_layers else side - 1
+        return side
 
 
 class DCGAN64(nn.Module):

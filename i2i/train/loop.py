@@ -97,8 +97,9 @@ class TrainOptions:
     def recipe_options(self, n_labels: int = 1) -> RecipeOptions:
         """The options a recipe is built from; unset ones keep RecipeOptions' defaults."""
         depth = self.depth or max(2, min(8, self.size.bit_length() - 1))
-        values = dict(size=self.size, ngf=self.ngf, n_blocks=self.n_blocks, depth=depth,
-                      ndf=self.ndf, disc=self.disc, disc_layers=self.disc_layers,
+        values = dict(size=self.size, batch_size=self.batch_size, ngf=self.ngf,
+                      n_blocks=self.n_blocks, depth=depth, ndf=self.ndf, disc=self.disc,
+                      disc_layers=self.disc_layers,
                       lambda_r=self.lambda_r, lr=self.lr, seed=self.seed, n_labels=n_labels,
                       masks=self.masks, follow=self.follow, init_type=self.init_type,
                       init_gain=self.init_gain, gan_mode=self.gan_mode,

@@ -21,6 +21,11 @@ class Pix2PixRecipe(Recipe):
     def __init__(self, config: Pix2PixConfig, o: RecipeOptions):
         self.translator = Pix2PixTranslator(config)
         self.d = PatchGAN(2 * config.channels, o.ndf, o.disc_layers, norm="batch")
+        if o.batch_size == 1 and self.d.last_norm_side(o.size) < 2:
+            raise ValueError(
+                f"--size {o.size} is too small for a {o.disc_layers}-layer PatchGAN at batch 1: "
+                f"its last batch norm would see 1x1 maps, which have no statistics of their "
+                f"own; use --disc-layers {o.disc_layers - 1}, a larger --size or --batch-size")
         self.nets = {"G_AB": self.translator, "D": self.d}
         self.optimizers = {"G": adam(self.translator.parameters(), o),
                            "D": adam(self.d.parameters(), o)}

@@ -25,6 +25,7 @@ class RecipeOptions:
     """Loss weights and network sizes a recipe is built from (recorded in checkpoints)."""
 
     size: int = 64
+    batch_size: int = 16
     ngf: int = 64
     n_blocks: int = 9
     depth: int = 8
