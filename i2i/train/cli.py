@@ -54,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", default=None, choices=["paper", "code"],
                    help="lomit, maskcyclegan: train as the paper says (default: paper) or as "
                         "its published reference code does (code); README lists each difference")
+    p.add_argument("--fastcut", action="store_const", const=True, default=None,
+                   help="cut: train FastCUT (PatchNCE x 10, no identity PatchNCE, flip "
+                        "equivariance) instead of CUT")
     p.add_argument("--lr", type=float, default=d.lr, help="default 2e-4 (lomit: 1e-4)")
     p.add_argument("--decay-start", type=float, default=d.decay_start,
                    help="fraction of the steps after which the lr decays linearly to 0")

@@ -70,6 +70,7 @@ class TrainOptions:
     stop_after: int | None = None     # end this invocation at that step (resume later)
     masks: str | None = None          # recipes that take it: mask scheme, e.g. rects, center:0.5
     follow: str | None = None         # lomit, maskcyclegan: paper (their default) | code
+    fastcut: bool | None = None       # cut: train it as FastCUT (None -> False for cut)
 
     def recipe(self) -> RecipeEntry:
         """The registry entry these options train (model, and --supervised)."""
@@ -86,7 +87,7 @@ class TrainOptions:
         values = dict(size=self.size, ngf=self.ngf, n_blocks=self.n_blocks, depth=depth,
                       ndf=self.ndf, disc=self.disc, disc_layers=self.disc_layers,
                       lambda_r=self.lambda_r, lr=self.lr, seed=self.seed, n_labels=n_labels,
-                      masks=self.masks, follow=self.follow)
+                      masks=self.masks, follow=self.follow, fastcut=self.fastcut)
         return RecipeOptions(**{k: v for k, v in values.items() if v is not None})
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..models import get_entry
 from .additive import AdditiveRecipe, AdditiveSupervisedRecipe, additive_config
+from .cut import CUTRecipe, cut_config
 from .cyclegan import CycleGANRecipe, cyclegan_config
 from .lomit import LomitRecipe, lomit_config
 from .maskcyclegan import MaskCycleGANRecipe, maskcyclegan_config
@@ -59,6 +60,8 @@ RECIPES: dict[str, RecipeEntry] = {
                                        defaults=_defaults(lambda_r=0.01),
                                        options=frozenset({"lambda_r"})),
     "cyclegan": RecipeEntry(CycleGANRecipe, "cyclegan", cyclegan_config),
+    "cut": RecipeEntry(CUTRecipe, "cut", cut_config, defaults=_defaults(fastcut=False),
+                       options=frozenset({"fastcut"})),
     "pix2pix": RecipeEntry(Pix2PixRecipe, "pix2pix", pix2pix_config, pairs=True),
     # LOMIT's paper: Adam 1e-4, batch 8, 4 residual blocks in the content encoder and decoder.
     "lomit": RecipeEntry(LomitRecipe, "lomit", lomit_config, labels=True,
