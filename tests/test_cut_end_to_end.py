@@ -1,5 +1,6 @@
 """cut end to end: i2i-train a few steps -> i2i-export (ONNX fp32 and fp16, AOTInductor, Triton)
--> i2i-translate, and the exported graph against eager on sizes the gate never saw.
+-> i2i-translate and the server (KServe v2), and the exported graph against eager on sizes the
+gate never saw.
 
 One CLI export serves the module: each dynamo export and AOTInductor compile takes seconds on a
 2-core CPU.
@@ -15,12 +16,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import tritonclient.http as httpclient
 from PIL import Image
 
+from i2i.engines import open_engine
 from i2i.export import read_manifest
 from i2i.export.cli import main as export
 from i2i.export.parity import FP32_MAX_ABS
 from i2i.models import load
+from i2i.runtime.inprocess import serving
 from i2i.runtime.translate_cli import main as translate
 from i2i.train.cli import main as train
 
@@ -89,3 +93,17 @@ def test_i2i_translate_runs_the_export(exported, tmp_path, capsys):
     assert translate([str(inputs), str(out), "--model", str(exported), "--no-progress"]) == 0
     assert "translated 1" in capsys.readouterr().out
     assert Image.open(out / "a.png").size == (28, 20)
+
+
+def test_the_server_answers_with_the_exported_translation(run, exported):
+    module, _ = load(run / "runs" / "cut" / "checkpoints" / "step_000003.safetensors")
+    x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    with serving(open_engine("onnxruntime", export_dir=exported, device="cpu")) as url:
+        client = httpclient.InferenceServerClient(url=url[len("http://"):])
+        tensor = httpclient.InferInput("image", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x.numpy(), binary_data=True)
+        got = client.infer("cut", [tensor]).as_numpy("translation")
+    with torch.no_grad():
+        want = module(x)["translation"].numpy()
+    assert got.shape == (2, 3, SIZE, SIZE)
+    assert np.abs(got - want).max() <= FP32_MAX_ABS
