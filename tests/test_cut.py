@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from i2i.data import open_data
 from i2i.models import build, make_config
 from i2i.models.cut import BlurDown, BlurUp, CUTGenerator
+from i2i.models.discriminators import PatchGAN
 from i2i.train.cli import main
 from i2i.train.cut import CUTRecipe, patch_nce
 from i2i.train.loop import TrainOptions, train
@@ -84,10 +85,20 @@ def test_nce_features_are_the_reference_layers(n_blocks, taps):
         hook.remove()
 
 
-def test_cut_has_the_cyclegan_generator_parameter_count():
-    with torch.device("meta"):
-        model = build("cut")
-    assert sum(p.numel() for p in model.parameters()) == 11_378_179   # REFERENCE.md: 11.38 M
+def test_the_antialiased_patchgan_blurs_after_each_strided_step():
+    torch.manual_seed(0)
+    plain, blurred = PatchGAN(3, 4, 3), PatchGAN(3, 4, 3, antialias=True)
+    # The reference's order: conv stride 1, (norm,) LeakyReLU, blur-then-stride-2, three times.
+    kinds = [type(m).__name__ for m in blurred.net]
+    assert kinds == ["Conv2d", "LeakyReLU", "BlurDown",
+                     "Conv2d", "InstanceNorm2d", "LeakyReLU", "BlurDown",
+                     "Conv2d", "InstanceNorm2d", "LeakyReLU", "BlurDown",
+                     "Conv2d", "InstanceNorm2d", "LeakyReLU", "Conv2d"]
+    assert all(m.stride == (1, 1) for m in blurred.net if isinstance(m, torch.nn.Conv2d))
+    assert sum(p.numel() for p in blurred.parameters()) == \
+        sum(p.numel() for p in plain.parameters())
+    with torch.no_grad():
+        assert blurred(torch.randn(2, 3, 256, 256)).shape == (2, 1, 30, 30)
 
 
 def test_patch_nce_by_hand():

@@ -13,8 +13,9 @@ layer of CUTGenerator.nce_features (the reference's nce_layers 0,4,8,12,16):
                side is detached; the mean over positions and images, times lambda_NCE, averaged
                over the layers
 Generator loss: lambda_GAN x LSGAN + PatchNCE(x, G(x)), and for CUT the identity term:
-(PatchNCE(x, G(x)) + PatchNCE(y, G(y))) / 2. The discriminator (3-layer PatchGAN, LSGAN, no
-replay pool) is updated first, then the generator and the projection heads.
+(PatchNCE(x, G(x)) + PatchNCE(y, G(y))) / 2. The discriminator (the 3-layer PatchGAN with the
+generator's anti-aliased downsampling, as the reference's; LSGAN; no replay pool) is updated
+first, then the generator and the projection heads.
 
     CUT      lambda_NCE 1, identity PatchNCE
     FastCUT  lambda_NCE 10, no identity term, flip equivariance: with probability 0.5 per step
@@ -91,7 +92,7 @@ class CUTRecipe(Recipe):
         variant = "fastcut" if o.fastcut else "cut"
         self.translator = CUTTranslator(config)
         self.head = PatchHead(self.translator.generator.nce_channels())
-        self.d = discriminator(o)
+        self.d = discriminator(o, antialias=True)
         self.nets = {"G": self.translator, "F": self.head, "D": self.d}
         self.optimizers = {"G": adam(self.translator.parameters(), o),
                            "F": adam(self.head.parameters(), o),
