@@ -127,6 +127,19 @@ def _recipe(fastcut: bool) -> CUTRecipe:
                      RecipeOptions(size=16, ndf=4, disc_layers=2, lr=1e-3, fastcut=fastcut))
 
 
+def test_networks_start_from_the_reference_codes_xavier_init():
+    recipe = _recipe(False)
+    for net in (recipe.translator, recipe.head, recipe.d):
+        for module in net.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                w = module.weight
+                fan_in = w.shape[1] * w[0, 0].numel()
+                fan_out = w.shape[0] * w[0, 0].numel()
+                std = 0.02 * math.sqrt(2.0 / (fan_in + fan_out))   # xavier-normal, gain 0.02
+                assert w.std().item() == pytest.approx(std, rel=0.25), module
+                assert module.bias is None or not module.bias.any()
+
+
 @pytest.mark.parametrize("fastcut", [False, True])
 def test_variants_set_their_weights_and_what_the_generator_sees(fastcut):
     recipe = _recipe(fastcut)

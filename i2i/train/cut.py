@@ -81,6 +81,19 @@ class PatchHead(nn.Module):
         return l2_normalise(self.mlps[layer](patches))
 
 
+def code_init(*nets: nn.Module, gain: float = 0.02) -> None:
+    """The reference code's initialisation (--init_type xavier --init_gain 0.02) of every conv
+    and linear layer: Xavier-normal weights times 0.02, zero biases. Instance norms cancel the
+    scale of most convs; it matters for the output conv (translations start near grey) and the
+    first steps of the discriminator."""
+    for net in nets:
+        for module in net.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_normal_(module.weight, gain=gain)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+
 def gather_patches(feature: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) at flat positions ids (P,) -> (B, P, C)."""
     return feature.flatten(2)[:, :, ids].transpose(1, 2)
@@ -93,6 +106,7 @@ class CUTRecipe(Recipe):
         self.translator = CUTTranslator(config)
         self.head = PatchHead(self.translator.generator.nce_channels())
         self.d = discriminator(o, antialias=True)
+        code_init(self.translator, self.head, self.d)
         self.nets = {"G": self.translator, "F": self.head, "D": self.d}
         self.optimizers = {"G": adam(self.translator.parameters(), o),
                            "F": adam(self.head.parameters(), o),
