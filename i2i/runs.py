@@ -28,6 +28,9 @@ ONE_WAY = {
                         "`i2i-train --model pix2pix --direction BtoA` trains one the other way",
     ("additive", True): "the supervised additive recipe fits one generator to aligned A -> B "
                         "pairs, with no cycle and so no B -> A generator",
+    ("cut", False): "cut trains one generator, A -> B, whose PatchNCE loss needs no reverse "
+                    "generator; train B -> A as a run of its own with the domains swapped "
+                    "(synthetic:square2circle, or trainA and trainB exchanged)",
     ("lomit", False): "lomit trains one generator for both ways, which takes on the exemplar's "
                       "attributes: translate with an exemplar of the other domain instead",
 }

@@ -27,6 +27,7 @@ from i2i.models import (
 TINY = {
     "additive": {"ngf": 4, "n_blocks": 1, "strength": 0.6},
     "cyclegan": {"ngf": 4, "n_blocks": 2},
+    "cut": {"ngf": 4, "n_blocks": 2},
     "lomit": {"ngf": 4, "style_dim": 4, "n_res": 1, "mlp_dim": 8, "mask_layers": 2},
     "maskcyclegan": {"ngf": 4, "n_blocks": 1},
     "pix2pix": {"ngf": 4, "depth": 5},

@@ -17,6 +17,7 @@ from i2i.models import build as build_model
 from i2i.models import make_config, save_checkpoint
 
 TINY = {"additive": {"ngf": 4, "n_blocks": 1}, "cyclegan": {"ngf": 4, "n_blocks": 1},
+        "cut": {"ngf": 4, "n_blocks": 1},
         "pix2pix": {"depth": 3, "ngf": 4}}
 SYNTHETIC = {"kind": "synthetic", "task": "circle2square", "size": 16, "seed": 0}
 
@@ -96,7 +97,7 @@ def test_onnx_has_dynamic_batch_and_size(tmp_path):
         assert np.abs(mask - want["mask"].numpy()).max() < 1e-4
 
 
-@pytest.mark.parametrize("name", ["cyclegan", "pix2pix"])
+@pytest.mark.parametrize("name", ["cyclegan", "cut", "pix2pix"])
 def test_other_models_export(tmp_path, name):
     out = build(checkpoint(tmp_path, name), options(tmp_path))
     assert read_manifest(out)["signatures"]["default"]["artifacts"]["onnx"]["passed"]

@@ -121,6 +121,8 @@ def _one(tmp_path: Path, model: str, values: dict, name: str = "step_000004.safe
     ("additive", {"ngf": 4, "n_blocks": 1}, True, "supervised additive recipe fits one"),
     ("lomit", {"ngf": 4, "style_dim": 4, "n_res": 1, "mlp_dim": 8, "mask_layers": 2}, False,
      "lomit trains one generator for both ways.*exemplar of the other domain"),
+    ("cut", {"ngf": 4, "n_blocks": 1}, False,
+     "cut trains one generator.*run of its own with the domains swapped"),
 ])
 def test_one_way_runs_say_why_they_have_no_b_to_a_generator(tmp_path, capsys, model, values,
                                                              supervised, says):

@@ -12,7 +12,8 @@ from i2i.models import build, make_config
 
 from .tolerances import assert_kernel_close
 
-TINY = {"additive": {"ngf": 4, "n_blocks": 2}, "cyclegan": {"ngf": 4, "n_blocks": 2}}
+TINY = {"additive": {"ngf": 4, "n_blocks": 2}, "cyclegan": {"ngf": 4, "n_blocks": 2},
+        "cut": {"ngf": 4, "n_blocks": 2}}
 
 
 def generator(name: str) -> torch.nn.Module:

@@ -15,6 +15,7 @@ from i2i.models.discriminators import DCGAN64, PatchGAN
 TINY = {
     "additive": {"ngf": 4, "n_blocks": 1, "strength": 0.7},
     "cyclegan": {"ngf": 4, "n_blocks": 2},
+    "cut": {"ngf": 4, "n_blocks": 2},
     "lomit": {"ngf": 4, "style_dim": 4, "n_res": 1, "mlp_dim": 8, "mask_layers": 2},
     "maskcyclegan": {"ngf": 4, "n_blocks": 1},
     "pix2pix": {"ngf": 4, "depth": 5},
@@ -129,7 +130,7 @@ def test_pix2pix_train_mode_depends_on_the_batch() -> None:
 # Parameter counts (REFERENCE.md section 1)
 
 
-@pytest.mark.parametrize("name", ["additive", "cyclegan"])
+@pytest.mark.parametrize("name", ["additive", "cyclegan", "cut"])
 def test_resnet_generator_parameter_counts(name: str) -> None:
     assert n_params(name) == 11_378_179
     assert n_params(name, {"n_blocks": 6}) == 7_837_699

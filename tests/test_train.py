@@ -26,7 +26,8 @@ def tiny(tmp_path: Path, name: str = "run", **overrides) -> TrainOptions:
 
 
 @pytest.mark.parametrize("model,supervised", [("additive", False), ("additive", True),
-                                              ("cyclegan", False), ("pix2pix", False)])
+                                              ("cyclegan", False), ("cut", False),
+                                              ("pix2pix", False)])
 def test_each_recipe_trains_and_writes_a_loadable_run(tmp_path, model, supervised):
     final = train(tiny(tmp_path, model=model, supervised=supervised))
     run = final.parent.parent
@@ -138,6 +139,8 @@ def _folder(root: Path, names: dict[str, int], size=(20, 24)) -> None:
 @pytest.mark.parametrize("model,extra,layout", [
     ("additive", [], {"trainA": 3, "trainB": 4}),
     ("cyclegan", [], {"trainA": 3, "trainB": 4}),
+    ("cut", [], {"trainA": 3, "trainB": 4}),
+    ("cut", ["--fastcut"], {"trainA": 3, "trainB": 4}),
     ("additive", ["--supervised"], {"train": 3}),
     ("pix2pix", ["--depth", "3"], {"train": 3}),
 ])

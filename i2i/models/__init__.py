@@ -18,6 +18,7 @@ from torch import nn
 
 from .additive import AdditiveConfig, AdditiveTranslator, additive_signatures
 from .checkpoint import CheckpointError, read_checkpoint, read_document, save_checkpoint
+from .cut import CUTConfig, CUTTranslator, cut_signatures
 from .cyclegan import CycleGANConfig, CycleGANTranslator, cyclegan_signatures
 from .lomit import LomitConfig, LomitTranslator, lomit_signatures
 from .maskcyclegan import MaskCycleGANConfig, MaskCycleGANTranslator, maskcyclegan_signatures
@@ -40,6 +41,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "additive": ModelEntry(AdditiveConfig, AdditiveTranslator, additive_signatures, "resnet"),
     "cyclegan": ModelEntry(CycleGANConfig, CycleGANTranslator, cyclegan_signatures, "resnet"),
+    "cut": ModelEntry(CUTConfig, CUTTranslator, cut_signatures),
     "lomit": ModelEntry(LomitConfig, LomitTranslator, lomit_signatures),
     "maskcyclegan": ModelEntry(MaskCycleGANConfig, MaskCycleGANTranslator,
                                maskcyclegan_signatures, "maskcyclegan"),

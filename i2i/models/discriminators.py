@@ -1,8 +1,11 @@
-"""Discriminators used in training: PatchGAN (reference `basic`/`n_layers`) and DCGAN-64."""
+"""Discriminators used in training: PatchGAN (reference `basic`/`n_layers`, optionally with
+CUT's anti-aliased downsampling) and DCGAN-64."""
 
 from __future__ import annotations
 
 from torch import nn
+
+from .cut import BlurDown
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -16,19 +19,27 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 
 class PatchGAN(nn.Module):
-    """n_layers=3 is the 70x70 PatchGAN: (N, C, 256, 256) -> (N, 1, 30, 30) logits."""
+    """n_layers=3 is the 70x70 PatchGAN: (N, C, 256, 256) -> (N, 1, 30, 30) logits.
+
+    antialias: each stride-2 conv becomes a stride-1 conv, its norm and LeakyReLU, then the
+    [1, 2, 1] blur-then-stride-2 (CUT's reference discriminator): (N, C, 256, 256) ->
+    (N, 1, 30, 30) as well."""
 
     def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3,
-                 norm: str = "instance"):
+                 norm: str = "instance", antialias: bool = False):
         super().__init__()
         use_bias = norm != "batch"
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2)]
+        first = 1 if antialias else 2
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, first, 1), nn.LeakyReLU(0.2)]
+        layers += [BlurDown(ndf)] if antialias else []
         channels = ndf
         for i in range(1, n_layers + 1):
             out = ndf * min(2 ** i, 8)
-            stride = 2 if i < n_layers else 1
+            blur = antialias and i < n_layers
+            stride = 2 if i < n_layers and not antialias else 1
             layers += [nn.Conv2d(channels, out, 4, stride, 1, bias=use_bias), _norm(norm, out),
                        nn.LeakyReLU(0.2)]
+            layers += [BlurDown(out)] if blur else []
             channels = out
         layers.append(nn.Conv2d(channels, 1, 4, 1, 1))
         self.net = nn.Sequential(*layers)

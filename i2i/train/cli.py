@@ -88,6 +88,9 @@ def parser() -> argparse.ArgumentParser:
     reference.add_argument("--direction", choices=["AtoB", "BtoA"], default=d.direction,
                            help="BtoA trains the model from domain B to domain A (for aligned "
                                 "data: from the right half to the left)")
+    p.add_argument("--fastcut", action="store_const", const=True, default=None,
+                   help="cut: train FastCUT (PatchNCE x 10, no identity PatchNCE, flip "
+                        "equivariance) instead of CUT")
     p.add_argument("--lr", type=float, default=d.lr, help="default 2e-4 (lomit: 1e-4)")
     p.add_argument("--decay-start", type=float, default=d.decay_start,
                    help="fraction of the steps after which the lr decays linearly to 0")

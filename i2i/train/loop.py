@@ -84,6 +84,7 @@ class TrainOptions:
     load_size: int | None = None      # None -> 286/256 of --size
     flip: bool = True
     direction: str = "AtoB"           # BtoA: train B -> A (swaps the domains)
+    fastcut: bool | None = None       # cut: train it as FastCUT (None -> False for cut)
 
     def recipe(self) -> RecipeEntry:
         """The registry entry these options train (model, and --supervised)."""
@@ -104,7 +105,8 @@ class TrainOptions:
                       masks=self.masks, follow=self.follow, init_type=self.init_type,
                       init_gain=self.init_gain, gan_mode=self.gan_mode,
                       lambda_cycle=self.lambda_cycle, lambda_identity=self.lambda_identity,
-                      lambda_l1=self.lambda_l1, pool_size=self.pool_size)
+                      lambda_l1=self.lambda_l1, pool_size=self.pool_size,
+                      fastcut=self.fastcut)
         return RecipeOptions(**{k: v for k, v in values.items() if v is not None})
 
     def preprocessing(self) -> Preprocess:

@@ -1,6 +1,6 @@
 """What every training recipe shares: its options, the Recipe base, the two-generator cycle set-up,
 and the Adam, discriminator and update helpers. One file per objective builds on it
-(additive, cyclegan, pix2pix, lomit, maskcyclegan); train/registry.py names them.
+(additive, cyclegan, cut, pix2pix, lomit, maskcyclegan); train/registry.py names them.
 
 A recipe's `translator` is the inference module written to checkpoints (A -> B). Everything
 else it trains (the reverse generator, discriminators) lives only in the training state.
@@ -47,6 +47,7 @@ class RecipeOptions:
     n_labels: int = 1               # exemplar models: label columns the classifier predicts
     masks: str | None = None        # maskcyclegan: the mask scheme (i2i.data.masks); None -> rects
     follow: str = "paper"           # lomit, maskcyclegan: paper | code (their reference code)
+    fastcut: bool = False           # cut: the FastCUT variant of its objective
     extra: dict = field(default_factory=dict)
 
 
@@ -61,13 +62,14 @@ def adam(params, o: RecipeOptions) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=o.lr, betas=o.betas)
 
 
-def discriminator(o: RecipeOptions, in_channels: int = 3, norm: str = "instance") -> nn.Module:
+def discriminator(o: RecipeOptions, in_channels: int = 3, norm: str = "instance",
+                  antialias: bool = False) -> nn.Module:
     if o.disc == "dcgan":
         if o.size != 64:
             raise ValueError(f"--disc dcgan needs --size 64, got {o.size}; use --disc patch")
         return DCGAN64(in_channels, o.ndf)
     if o.disc == "patch":
-        return PatchGAN(in_channels, o.ndf, o.disc_layers, norm)
+        return PatchGAN(in_channels, o.ndf, o.disc_layers, norm, antialias)
     raise ValueError(f"unknown discriminator {o.disc!r}; known: patch, dcgan")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..models import get_entry
 from .additive import AdditiveRecipe, AdditiveSupervisedRecipe, additive_config
+from .cut import CUTRecipe, cut_config
 from .cyclegan import CycleGANRecipe, cyclegan_config
 from .init import init_networks
 from .lomit import LomitRecipe, lomit_config
@@ -80,6 +81,10 @@ RECIPES: dict[str, RecipeEntry] = {
                            defaults=_defaults(batch_size=1, gan_mode="vanilla", lambda_l1=100.0,
                                               **REFERENCE_INIT),
                            options=INIT | {"gan_mode", "lambda_l1"}),
+    # The CUT code's xavier-normal gain 0.02 initialisation; --fastcut picks FastCUT.
+    "cut": RecipeEntry(CUTRecipe, "cut", cut_config,
+                       defaults=_defaults(fastcut=False, init_type="xavier", init_gain=0.02),
+                       options=INIT | {"fastcut"}),
     # LOMIT's paper: Adam 1e-4, batch 8, 4 residual blocks in the content encoder and decoder;
     # its own initialisation (He / N(0, 0.02), train/lomit.py), so no --init-type.
     "lomit": RecipeEntry(LomitRecipe, "lomit", lomit_config, labels=True,
