@@ -58,7 +58,7 @@ class TrainOptions:
     depth: int | None = None          # pix2pix; None -> deepest the size allows, at most 8
     ndf: int = 64
     disc: str = "patch"
-    disc_layers: int = 3
+    disc_layers: int | None = None    # None -> the recipe's default (3; unit: 4 per scale)
     lr: float | None = None
     decay_start: float = 0.5          # fraction of steps after which lr decays linearly to 0
     sample_every: int = 500
@@ -69,7 +69,7 @@ class TrainOptions:
     progress: bool = True
     stop_after: int | None = None     # end this invocation at that step (resume later)
     masks: str | None = None          # recipes that take it: mask scheme, e.g. rects, center:0.5
-    follow: str | None = None         # lomit, maskcyclegan: paper (their default) | code
+    follow: str | None = None         # lomit, maskcyclegan, unit: paper | code (entry default)
 
     def recipe(self) -> RecipeEntry:
         """The registry entry these options train (model, and --supervised)."""

@@ -20,9 +20,11 @@ from .lomit import LomitRecipe, lomit_config
 from .maskcyclegan import MaskCycleGANRecipe, maskcyclegan_config
 from .pix2pix import Pix2PixRecipe, pix2pix_config
 from .recipe import Recipe, RecipeOptions
+from .unit import UnitRecipe, unit_config
 
 # Options left at None take the recipe's value; these hold unless an entry says otherwise.
-COMMON_DEFAULTS: Mapping[str, Any] = {"batch_size": 16, "lr": 2e-4, "n_blocks": 9}
+COMMON_DEFAULTS: Mapping[str, Any] = {"batch_size": 16, "lr": 2e-4, "n_blocks": 9,
+                                      "disc_layers": 3}
 
 
 def _defaults(**overrides: Any) -> dict[str, Any]:
@@ -67,6 +69,11 @@ RECIPES: dict[str, RecipeEntry] = {
     "maskcyclegan": RecipeEntry(MaskCycleGANRecipe, "maskcyclegan", maskcyclegan_config,
                                 defaults=_defaults(follow="paper"),
                                 options=frozenset({"masks", "follow"})),
+    # UNIT's public code (configs/unit_*.yaml): Adam 1e-4, 4 residual blocks per encoder and
+    # decoder, 4 layers per discriminator scale; its networks share no weights (follow code).
+    "unit": RecipeEntry(UnitRecipe, "unit", unit_config,
+                        defaults=_defaults(lr=1e-4, n_blocks=4, disc_layers=4, follow="code"),
+                        options=frozenset({"follow"})),
 }
 DEFAULT_MODEL = RECIPES["additive"].model
 
