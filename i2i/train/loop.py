@@ -7,7 +7,8 @@ A run folder holds:
     checkpoints/step_XXXXXX.train.safetensors   resumable training state (newest only)
     checkpoints/step_XXXXXX.safetensors   the inference checkpoint (i2i.models.load reads it)
     checkpoints/step_XXXXXX.BtoA.safetensors   the B -> A generator's, for recipes with one of
-                                          the same model (additive, cyclegan, maskcyclegan)
+                                          the same model (additive, cyclegan, maskcyclegan,
+                                          unit)
     loss_curve.png                        written at the end
 
 At each checkpoint step the state is written before the checkpoints (A -> B, then B -> A),
