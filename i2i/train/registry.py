@@ -91,7 +91,7 @@ def recipe_entry(model: str, supervised: bool = False) -> RecipeEntry:
             return entry
     get_entry(model)                        # raises the "unknown model ..." error
     if supervised:
-        takers = " and ".join(_models(lambda entry: entry.supervised))
+        takers = _listed(_models(lambda entry: entry.supervised))
         raise ValueError(f"--supervised applies to the {takers} model only, not {model!r}")
     raise ValueError(f"model {model!r} has no training recipe yet; recipes train "
                      f"{', '.join(trained_models())}")
@@ -101,10 +101,15 @@ def check_options(entry: RecipeEntry, values: object) -> None:
     """ValueError when `values` (TrainOptions) sets an option that only other recipes take."""
     for option in sorted(set().union(*(e.options for e in RECIPES.values()))):
         if getattr(values, option) is not None and option not in entry.options:
-            takers = " and ".join(_models(lambda e, option=option: option in e.options))
+            takers = _listed(_models(lambda e, option=option: option in e.options))
             raise ValueError(f"--{option.replace('_', '-')} applies to {takers} only, "
                              f"not {entry.model!r}")
 
 
 def _models(keep: Callable[[RecipeEntry], bool]) -> list[str]:
     return list(dict.fromkeys(entry.model for entry in RECIPES.values() if keep(entry)))
+
+
+def _listed(names: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
