@@ -7,13 +7,15 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from PIL import Image
 
-from i2i.export import read_manifest
+from i2i.export import ExportOptions, read_manifest
+from i2i.export import build as build_export
 from i2i.export.cli import main as export
-from i2i.models import load
+from i2i.models import build, load, make_config, save_checkpoint
 from i2i.runtime.translate_cli import main as translate
 from i2i.train.loop import TrainOptions, train
 
@@ -88,3 +90,26 @@ def test_i2i_serve_answers_with_the_b_to_a_generator(root):
         status, body = post_translate(server.url, {"image": png_bytes(rgb)})
     assert status == 200, body
     assert np.abs(decoded(body) - module_pixels(root, "BtoA", rgb)).max() <= 1
+
+
+def test_the_fp16_graph_keeps_the_layer_norm_statistics_in_fp32(tmp_path):
+    # The decoder's LayerNorm (GroupNorm with one group) exports as an InstanceNormalization over
+    # a reshape, which the fp16 graph runs in fp32: a variance of activations in the hundreds
+    # overflows fp16 (65504). onnxruntime's CPU provider runs many fp16 ops in fp32 anyway, so
+    # the graph itself is checked, not only its parity.
+    torch.manual_seed(0)
+    config = make_config("unit", {"ngf": 4, "n_res": 1})
+    checkpoint = save_checkpoint(tmp_path / "step_000001.safetensors", "unit", config,
+                                 build("unit", config).state_dict(), step=1,
+                                 meta={"training": {"size": 16}})
+    out = build_export(checkpoint, ExportOptions(out=tmp_path / "export", formats=("onnx",),
+                                                 fp16=True, batch=(1, 2, 2), size=(16, 16),
+                                                 dynamic_size=False, log=lambda *_: None))
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(out / "model.fp16.onnx")))
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    norms = [n for n in model.graph.node if n.op_type == "InstanceNormalization"]
+    # encoder: stem, 2 halvings, 2 in its residual block; decoder: 2 in its block, 2 LayerNorms
+    assert len(norms) == 1 + 2 + 2 + 2 + 2
+    assert all(types[n.input[0]] == onnx.TensorProto.FLOAT for n in norms)
+    assert all(types[n.output[0]] == onnx.TensorProto.FLOAT for n in norms)
