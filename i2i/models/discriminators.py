@@ -1,7 +1,9 @@
-"""Discriminators used in training: PatchGAN (reference `basic`/`n_layers`) and DCGAN-64."""
+"""Discriminators used in training: PatchGAN (reference `basic`/`n_layers`), DCGAN-64, LOMIT's
+classifying critic and UNIT's multi-scale discriminator."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -126,7 +128,7 @@ class MultiScaleDiscriminator(nn.Module):
         """The smallest H and W it takes: every conv's input at least 2 pixels (reflect pad)."""
         return 2 ** (layers + scales - 1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         scores = []
         for index, net in enumerate(self.scales):
             if index:
