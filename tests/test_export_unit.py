@@ -1,5 +1,5 @@
-"""UNIT end to end: a few training steps, both directions exported (ONNX fp32 and fp16, gated),
-then translated by i2i-translate and served by i2i-serve."""
+"""UNIT end to end: a few training steps, both directions exported (ONNX fp32 and fp16, gated,
+and a Triton repository), then translated by i2i-translate and served by i2i-serve."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from google.protobuf import text_format
 from PIL import Image
+from tritonclient.grpc import model_config_pb2 as mc
 
 from i2i.export import ExportOptions, read_manifest
 from i2i.export import build as build_export
@@ -39,7 +41,7 @@ def root(tmp_path_factory) -> Path:
     try:
         for direction in FOLDERS:
             assert export(["--model", "unit", "--direction", direction, "--fp16",
-                           "--formats", "onnx", "--batch", "1:2:4"]) == 0
+                           "--formats", "onnx,triton", "--batch", "1:2:4"]) == 0
     finally:
         os.chdir(cwd)
     return root
@@ -66,6 +68,16 @@ def test_both_directions_export_and_pass_the_gate(root, direction):
     assert manifest["checkpoint"]["direction"] == direction
     artifacts = manifest["signatures"]["default"]["artifacts"]
     assert artifacts["onnx"]["passed"] and artifacts["onnx_fp16"]["passed"]
+    folder = root / "exports" / FOLDERS[direction]
+    config = text_format.Parse((folder / "triton" / "unit" / "config.pbtxt").read_text(),
+                               mc.ModelConfig())
+    assert config.name == "unit" and config.platform == "onnxruntime_onnx"
+    assert [t.name for t in config.input] == ["image"]
+    assert [t.name for t in config.output] == ["translation"]
+    # With --fp16 the Triton model is the fp16 graph (float32 I/O).
+    assert artifacts["triton"]["onnx"] == "model.fp16.onnx"
+    assert (folder / "triton" / "unit" / "1" / "model.onnx").read_bytes() == \
+        (folder / "model.fp16.onnx").read_bytes()
 
 
 def test_i2i_translate_runs_each_direction_as_its_checkpoint_does(root, tmp_path, capsys):
