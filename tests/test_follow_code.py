@@ -421,7 +421,7 @@ def test_follow_is_refused_for_other_recipes(tmp_path, capsys):
     assert main(["--model", "cyclegan", "--follow", "code", "--out", str(tmp_path / "r"),
                  "--steps", "1"]) == 2
     err = capsys.readouterr().err
-    assert "--follow applies to lomit and maskcyclegan only, not 'cyclegan'" in err
+    assert "--follow applies to lomit, maskcyclegan and unit only, not 'cyclegan'" in err
     with pytest.raises(SystemExit):
         main(["--model", "lomit", "--follow", "repo", "--out", str(tmp_path / "r")])
     with pytest.raises(ValueError, match="--follow must be paper or code, got 'repo'"):

@@ -19,6 +19,7 @@ TINY = {
     "lomit": {"ngf": 4, "style_dim": 4, "n_res": 1, "mlp_dim": 8, "mask_layers": 2},
     "maskcyclegan": {"ngf": 4, "n_blocks": 1},
     "pix2pix": {"ngf": 4, "depth": 5},
+    "unit": {"ngf": 4, "n_res": 1},
 }
 
 

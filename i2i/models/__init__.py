@@ -24,6 +24,7 @@ from .lomit import LomitConfig, LomitTranslator, lomit_signatures
 from .maskcyclegan import MaskCycleGANConfig, MaskCycleGANTranslator, maskcyclegan_signatures
 from .pix2pix import Pix2PixConfig, Pix2PixTranslator, pix2pix_signatures
 from .spec import InputError, ModelSpec, TensorSpec
+from .unit import UnitConfig, UnitTranslator, unit_signatures
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ MODELS: dict[str, ModelEntry] = {
     "maskcyclegan": ModelEntry(MaskCycleGANConfig, MaskCycleGANTranslator,
                                maskcyclegan_signatures, "maskcyclegan"),
     "pix2pix": ModelEntry(Pix2PixConfig, Pix2PixTranslator, pix2pix_signatures, "unet"),
+    "unit": ModelEntry(UnitConfig, UnitTranslator, unit_signatures),
 }
 
 

@@ -42,21 +42,24 @@ def parser() -> argparse.ArgumentParser:
                    help="additive: weight of the L1 mask penalty (default 1.0, supervised 0.01)")
     p.add_argument("--ngf", type=int, default=d.ngf, help="generator width")
     p.add_argument("--n-blocks", type=int, default=d.n_blocks,
-                   help="ResNet blocks (default 9; lomit: residual blocks in its content "
-                        "encoder and decoder, default 4)")
+                   help="ResNet blocks (default 9; lomit, unit: residual blocks in the "
+                        "encoder(s) and decoder(s), default 4)")
     p.add_argument("--depth", type=int, default=None,
                    help="pix2pix U-Net depth (8 = unet_256, 7 = unet_128; default from --size)")
     p.add_argument("--ndf", type=int, default=d.ndf, help="discriminator width")
     p.add_argument("--disc", default=d.disc, choices=["patch", "dcgan"],
                    help="discriminator for additive/cyclegan (dcgan needs --size 64)")
-    p.add_argument("--disc-layers", type=int, default=d.disc_layers)
+    p.add_argument("--disc-layers", type=int, default=d.disc_layers,
+                   help="discriminator layers (default 3; unit: per scale, default 4)")
     p.add_argument("--masks", default=None,
                    help="maskcyclegan: mask scheme for training, e.g. rects (default, the "
                         "paper's Algorithm 1), rects:min_area=0.2,max_rects=4,full=0.2, "
                         "center:0.5")
     p.add_argument("--follow", default=None, choices=["paper", "code"],
                    help="lomit, maskcyclegan: train as the paper says (default: paper) or as "
-                        "its published reference code does (code); README lists each difference")
+                        "its published reference code does (code); unit: code (default, no "
+                        "weights shared between domains) or paper (shared latent layers); "
+                        "docs/REFERENCES.md lists each difference")
     reference = p.add_argument_group(
         "reference options", "the CycleGAN/pix2pix reference's names for them; docs/REFERENCES.md "
         "lists each recipe's defaults")
@@ -91,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fastcut", action="store_const", const=True, default=None,
                    help="cut: train FastCUT (PatchNCE x 10, no identity PatchNCE, flip "
                         "equivariance) instead of CUT")
-    p.add_argument("--lr", type=float, default=d.lr, help="default 2e-4 (lomit: 1e-4)")
+    p.add_argument("--lr", type=float, default=d.lr, help="default 2e-4 (lomit, unit: 1e-4)")
     p.add_argument("--decay-start", type=float, default=d.decay_start,
                    help="fraction of the steps after which the lr decays linearly to 0")
     p.add_argument("--sample-every", type=int, default=d.sample_every)

@@ -1,6 +1,6 @@
 """What every training recipe shares: its options, the Recipe base, the two-generator cycle set-up,
 and the Adam, discriminator and update helpers. One file per objective builds on it
-(additive, cyclegan, cut, pix2pix, lomit, maskcyclegan); train/registry.py names them.
+(additive, cyclegan, cut, pix2pix, lomit, maskcyclegan, unit); train/registry.py names them.
 
 A recipe's `translator` is the inference module written to checkpoints (A -> B). Everything
 else it trains (the reverse generator, discriminators) lives only in the training state.

@@ -22,9 +22,11 @@ from .lomit import LomitRecipe, lomit_config
 from .maskcyclegan import MaskCycleGANRecipe, maskcyclegan_config
 from .pix2pix import Pix2PixRecipe, pix2pix_config
 from .recipe import Recipe, RecipeOptions
+from .unit import UnitRecipe, unit_config
 
 # Options left at None take the recipe's value; these hold unless an entry says otherwise.
-COMMON_DEFAULTS: Mapping[str, Any] = {"batch_size": 16, "lr": 2e-4, "n_blocks": 9}
+COMMON_DEFAULTS: Mapping[str, Any] = {"batch_size": 16, "lr": 2e-4, "n_blocks": 9,
+                                      "disc_layers": 3}
 # The reference code's initialisation (train/init.py), for the recipes whose reference has one.
 REFERENCE_INIT: Mapping[str, Any] = {"init_type": "normal", "init_gain": 0.02}
 INIT = frozenset({"init_type", "init_gain"})
@@ -95,6 +97,11 @@ RECIPES: dict[str, RecipeEntry] = {
                                                    pool_size=50, **REFERENCE_INIT),
                                 options=INIT | {"masks", "follow", "lambda_cycle",
                                                 "pool_size"}),
+    # UNIT's public code (configs/unit_*.yaml): Adam 1e-4, 4 residual blocks per encoder and
+    # decoder, 4 layers per discriminator scale; its networks share no weights (follow code).
+    "unit": RecipeEntry(UnitRecipe, "unit", unit_config,
+                        defaults=_defaults(lr=1e-4, n_blocks=4, disc_layers=4, follow="code"),
+                        options=frozenset({"follow"})),
 }
 DEFAULT_MODEL = RECIPES["additive"].model
 
@@ -112,7 +119,7 @@ def recipe_entry(model: str, supervised: bool = False) -> RecipeEntry:
             return entry
     get_entry(model)                        # raises the "unknown model ..." error
     if supervised:
-        takers = " and ".join(_models(lambda entry: entry.supervised))
+        takers = _listed(_models(lambda entry: entry.supervised))
         raise ValueError(f"--supervised applies to the {takers} model only, not {model!r}")
     raise ValueError(f"model {model!r} has no training recipe yet; recipes train "
                      f"{', '.join(trained_models())}")
@@ -122,10 +129,15 @@ def check_options(entry: RecipeEntry, values: object) -> None:
     """ValueError when `values` (TrainOptions) sets an option that only other recipes take."""
     for option in sorted(set().union(*(e.options for e in RECIPES.values()))):
         if getattr(values, option) is not None and option not in entry.options:
-            takers = " and ".join(_models(lambda e, option=option: option in e.options))
+            takers = _listed(_models(lambda e, option=option: option in e.options))
             raise ValueError(f"--{option.replace('_', '-')} applies to {takers} only, "
                              f"not {entry.model!r}")
 
 
 def _models(keep: Callable[[RecipeEntry], bool]) -> list[str]:
     return list(dict.fromkeys(entry.model for entry in RECIPES.values() if keep(entry)))
+
+
+def _listed(names: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
