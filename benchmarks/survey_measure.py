@@ -20,7 +20,7 @@
 
 Writes benchmarks/results/survey-<machine>.{json,md,png}.
 
-    python benchmarks/survey_measure.py [--steps 2000] [--out benchmarks/results]
+    python benchmarks/survey_measure.py [--steps 1000] [--out benchmarks/results]
     python benchmarks/survey_measure.py --quick --out /tmp/survey     # a smoke check only
 """
 
@@ -58,9 +58,12 @@ if "unit" in RECIPES:
     MODELS["unit"] = {"model": RECIPES["unit"].model}
 COST_MODELS = ("cyclegan", "cut", "fastcut")
 
-FULL = dict(size=64, ngf=16, n_blocks=6, ndf=32, batch_size=8, count=128, step_rounds=10,
+# 32x32 with 3 PatchGAN layers (UNIT's 4 per scale need 64): small enough for a 2-core CPU.
+FULL = dict(size=32, ngf=16, n_blocks=3, ndf=16, disc_layers=3, batch_size=8, count=128,
+            step_rounds=10,
             latency_size=256, latency_ngf=64, latency_blocks=9, latency_rounds=5)
-QUICK = dict(size=32, ngf=4, n_blocks=1, ndf=8, batch_size=2, count=8, step_rounds=2,
+QUICK = dict(size=32, ngf=4, n_blocks=1, ndf=8, disc_layers=3, batch_size=2, count=8,
+             step_rounds=2,
              latency_size=32, latency_ngf=4, latency_blocks=1, latency_rounds=2)
 SHOWN = (0, 1, 2, 3)        # held-out images drawn in the figure
 PARITY = 1e-4               # onnxruntime vs eager, max abs, before timing
@@ -73,6 +76,7 @@ def quality(runs: Path, steps: int, s: dict, device: str) -> dict[str, dict]:
         options = TrainOptions(out=str(runs / label), data="synthetic:circle2square",
                                size=s["size"], steps=steps, batch_size=s["batch_size"],
                                ngf=s["ngf"], n_blocks=s["n_blocks"], ndf=s["ndf"], seed=0,
+                               disc_layers=s["disc_layers"],
                                device=device, progress=False, sample_every=max(1, steps // 4),
                                checkpoint_every=max(1, steps // 4), **pick)
         checkpoint = train(options, resume=newest_state(Path(options.out)) is not None)
@@ -90,7 +94,8 @@ def step_cost(label: str, s: dict, device: str) -> dict:
     torch.manual_seed(0)
     pick = MODELS[label]
     options = TrainOptions(out="", size=s["size"], batch_size=s["batch_size"], ngf=s["ngf"],
-                           n_blocks=s["n_blocks"], ndf=s["ndf"], **pick).resolved()
+                           n_blocks=s["n_blocks"], ndf=s["ndf"], disc_layers=s["disc_layers"],
+                           **pick).resolved()
     entry = options.recipe()
     target = pick_device(device)
     recipe, _ = entry.make(options.recipe_options())
@@ -256,13 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/survey"),
                    help="training runs of (a); an existing run is resumed or reused")
     p.add_argument("--steps", type=int, default=None,
-                   help="training steps of (a) (default 2000; --quick: 3)")
+                   help="training steps of (a) (default 1000; --quick: 3)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (training and (b))")
     p.add_argument("--quick", action="store_true",
                    help="tiny settings, to check that the script runs; measures nothing")
     args = p.parse_args(argv)
     s = QUICK if args.quick else FULL
-    steps = args.steps or (3 if args.quick else 2000)
+    steps = args.steps or (3 if args.quick else 1000)
     device = pick_device(args.device).type
     machine = sysinfo.machine()
     args.out.mkdir(parents=True, exist_ok=True)
