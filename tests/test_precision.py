@@ -273,3 +273,43 @@ def test_int8_graph_is_recognised_for_tensorrt(exported):
 
     assert onnx_precision(exported[1] / "model.int8.onnx") == "int8"
     assert onnx_precision(exported[1] / "model.onnx") == "float32"
+
+
+def test_serve_openvino_bf16_and_auto_say_what_runs(exported, tmp_path):
+    """i2i-serve --engine openvino --precision bf16 serves; --engine auto reports its choice."""
+    import urllib.request
+
+    from i2i.runtime.inprocess import serving
+
+    from .server_utils import as_input, as_png_pixels, decoded, png_bytes, running, translate
+
+    ckpt, out = exported
+    with running(["--export", str(out), "--engine", "openvino", "--precision", "bf16"]) as s:
+        with urllib.request.urlopen(f"{s.url}/v2/models/additive") as r:
+            meta = json.loads(r.read())
+        assert meta["engine"] == {"name": "openvino", "precision": "bf16", "device": "cpu",
+                                  "choice": ""}
+        picture = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        status, body = translate(s.url, {"image": png_bytes(picture)})
+        assert status == 200
+        eager = open_engine("eager", checkpoint=ckpt, precision="fp32")
+        want = as_png_pixels(eager.run({"image": as_input(picture)})["translation"].numpy())
+        assert np.abs(decoded(body) - want).mean() < 1.0        # bf16: within a pixel level
+    engine = open_engine("auto", export_dir=out)
+    with serving(engine) as url, urllib.request.urlopen(f"{url}/v2/models/additive") as r:
+        chosen = json.loads(r.read())["engine"]
+    assert chosen["name"] == engine.name and chosen["choice"].startswith(f"auto: {engine.name}")
+
+
+def test_translate_with_auto_prints_and_records_its_choice(exported, tmp_path, capsys):
+    from i2i.runtime.translate_cli import main as translate_main
+
+    pictures = tmp_path / "in"
+    pictures.mkdir()
+    Image.new("RGB", (32, 32), (90, 90, 90)).save(pictures / "a.png")
+    code = translate_main([str(pictures), str(tmp_path / "out"), "--model", str(exported[1]),
+                           "--engine", "auto", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0 and printed.startswith("auto: ")
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "(auto: " in page and "timed artifacts that passed their parity gates" in page
