@@ -1,7 +1,8 @@
 """Every CPU engine x precision against onnxruntime fp32, each artifact's PSNR beside its speed.
 
     OMP_NUM_THREADS=2 .venv/bin/python -m pytest benchmarks/test_precision_bench.py \
-        --benchmark-json out/precision.json                  # about 15 minutes on 2 cores
+        --benchmark-json out/precision.json    # about 25 minutes on 2 idle cores, plus the
+                                                 # demo's training where runs/demo-additive has none
     .venv/bin/python benchmarks/precision_report.py out/precision.json   # -> benchmarks/results/
     ... --quick: the tiniest setting, a smoke check of this code (its figures mean nothing)
 
