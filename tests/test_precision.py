@@ -91,9 +91,19 @@ def test_every_precision_passes_its_own_gate_and_fills_the_manifest(exported):
 def test_int8_graph_is_symmetric_per_channel_qdq_on_convolutions(exported):
     graph = onnx.load(str(exported[1] / "model.int8.onnx")).graph
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    every = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
     dequant = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
-    assert convs and all(n.input[0] in dequant and n.input[1] in dequant for n in convs)
+    # The stem reads the 3-channel picture: too little work for int8, kept fp32 (its weight a
+    # plain initializer); every other convolution reads and weighs through Q/DQ pairs.
+    stem, convs = every[0], every[1:]
+    assert stem.input[1] in init and init[stem.input[1]].shape[1] == 3
+    assert stem.input[0] not in dequant
+    manifest = read_manifest(exported[1])
+    assert manifest["signatures"]["default"]["artifacts"]["onnx_int8"]["kept_fp32"] == \
+        [stem.name]
+    # 2 down, 2 in the residual block, 2 up, the head
+    assert len(convs) == 7
+    assert all(n.input[0] in dequant and n.input[1] in dequant for n in convs)
     for node in graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
             zero = init.get(node.input[2])
