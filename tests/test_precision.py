@@ -82,7 +82,7 @@ def test_every_precision_passes_its_own_gate_and_fills_the_manifest(exported):
     # Calibration: 8 images of the checkpoint's own domain, after the 2 the gate judges with.
     calibration = manifest["calibration"]
     assert calibration["images"] == 8 and calibration["held_out_for_parity"] == 2
-    assert "synthetic" in calibration["source"] and "MinMax" in calibration["method"]
+    assert "synthetic" in calibration["source"] and "99.99th percentile" in calibration["method"]
     assert artifacts["onnx_int8"]["calibration"]["images"] == 8
     assert artifacts["openvino"]["file"] == "model.onnx"
     assert artifacts["openvino_int8"]["file"] == "model.int8.onnx"

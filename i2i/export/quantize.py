@@ -8,7 +8,12 @@ per tensor, both signed int8 and SYMMETRIC (zero point 0). Symmetric activations
 1 dB of PSNR against asymmetric ones on the additive generator, and buy one graph that every
 engine runs: onnxruntime and OpenVINO fuse the pairs into int8 convolutions, and TensorRT,
 whose explicit quantization takes only symmetric scales, builds its int8 plan from the same
-file. Activation ranges are the min/max the calibration batches reach (MinMax).
+file. An activation's range is the 99.99th percentile of the absolute values the calibration
+batches reach (PERCENTILE): the few largest values, at sharp edges of flat pictures, would
+otherwise stretch the range and leave the bulk of a channel a handful of levels. Against the
+min/max range it gained 1-2.7 dB on every model tried (seeded weights, synthetic domain images:
+additive 35.7 -> 37.8 dB, Mask CycleGAN 31.8 -> 33.7, LOMIT 33.1 -> 35.8; the full 256x256
+additive generator 27.1 -> 29.5).
 
 Everything else (instance norms, tanh, the additive x + m) stays fp32 between the pairs: the
 norms' statistics would lose most of their precision in 8 bits. So do convolutions with fewer
@@ -41,9 +46,11 @@ from onnxruntime.quantization import (
 
 QUANTIZED_OPS = ["Conv", "ConvTranspose"]
 MIN_INPUT_CHANNELS = 8
+PERCENTILE = 99.99
 METHOD = ("static QDQ (onnxruntime quantize_static): Conv/ConvTranspose with at least "
           f"{MIN_INPUT_CHANNELS} input channels in int8, weights per channel, activations per "
-          "tensor, symmetric, MinMax calibration")
+          f"tensor, symmetric, ranges at the {PERCENTILE}th percentile of the calibration "
+          "activations")
 
 
 class _Reader(CalibrationDataReader):
@@ -65,8 +72,9 @@ def to_int8(src: Path, dst: Path, batches: list[dict[str, torch.Tensor]]) -> dic
         quantize_static(str(src), str(dst), _Reader(batches), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=kept,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                        calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=kept,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                       "CalibPercentile": PERCENTILE})
     onnx.checker.check_model(str(dst))
     pairs = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(dst)).graph.node)
     return {"method": METHOD, "quantized_ops": QUANTIZED_OPS, "quantize_nodes": pairs,
