@@ -323,3 +323,17 @@ def test_translate_with_auto_prints_and_records_its_choice(exported, tmp_path, c
     assert code == 0 and printed.startswith("auto: ")
     page = (tmp_path / "out" / "index.html").read_text()
     assert "(auto: " in page and "timed artifacts that passed their parity gates" in page
+
+
+def test_python_api_opens_auto_and_openvino_int8(exported):
+    import i2i
+
+    ckpt, out = exported
+    images, _ = domain_samples(DATA, SIZE, 20, "A")
+    x = images[-1]                                               # (3, H, W), unseen
+    want = open_engine("eager", checkpoint=ckpt).run({"image": x[None]})["translation"][0]
+    for opening in ({"engine": "auto"}, {"engine": "openvino", "precision": "int8"}):
+        model = i2i.open(out, **opening)
+        got = model.translate(x)
+        assert got.shape == x.shape and psnr(got, want) >= INT8_MIN_PSNR, opening
+    assert model.engine.spec.precision == "int8" and model.engine.name == "openvino"
