@@ -59,3 +59,17 @@ def test_unknown_option_no_torch_and_no_gpu_are_refused_with_what_to_do(tmp_path
     assert done.returncode == 2
     assert "torch sees no CUDA GPU" in done.stderr and "--dry-run lists the steps" in done.stderr
     assert not (tmp_path / "work").exists()
+
+
+def test_engine_throughput_step_refuses_a_machine_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: gpu_check.sh runs this step for real")
+    script = SCRIPT.parent / "gpu_engines.py"
+    done = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "e.json")],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(SCRIPT.parent.parent)})
+    assert done.returncode == 2
+    assert "torch sees no CUDA GPU; nothing to measure" in done.stderr
+    assert not (tmp_path / "e.json").exists()
