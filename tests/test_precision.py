@@ -259,6 +259,8 @@ def test_calibration_sources_and_their_errors(tmp_path):
         calibration_images("synthetic:nope", data_free, SIZE, 4)
     with pytest.raises(CalibrationError, match="--calibration-count must be at least 1"):
         calibration_images(None, DATA, SIZE, 0)
+    with pytest.raises(CalibrationError, match="gives no images at 32x48 .*square"):
+        calibration_images("synthetic:circle2square", data_free, (32, 48), 4)
     got = calibration_images("synthetic:circle2square", data_free, SIZE, 4, skip=2)
     assert got.images.shape == (4, 3, *SIZE) and got.held_out.shape == (2, 3, *SIZE)
     assert not torch.equal(got.images[0], got.held_out[0])
@@ -337,3 +339,12 @@ def test_python_api_opens_auto_and_openvino_int8(exported):
         got = model.translate(x)
         assert got.shape == x.shape and psnr(got, want) >= INT8_MIN_PSNR, opening
     assert model.engine.spec.precision == "int8" and model.engine.name == "openvino"
+
+
+def test_openvino_runs_on_the_cpu_only_and_int8_needs_batches(exported, tmp_path):
+    from i2i.export.quantize import to_int8
+
+    with pytest.raises(ValueError, match="engine 'openvino' runs on the CPU; use device='cpu'"):
+        open_engine("openvino", export_dir=exported[1], device="cuda")
+    with pytest.raises(ValueError, match="needs at least one calibration batch"):
+        to_int8(exported[1] / "model.onnx", tmp_path / "x.onnx", [])
