@@ -30,6 +30,9 @@ from i2i.manifest import read_manifest, write_manifest
 from i2i.models import build as build_model
 from i2i.models import make_config, save_checkpoint
 
+pytest.importorskip("openvino", reason="the openvino engine's tests need the openvino package "
+                                       "(pip install 'i2i[openvino]'; the dev extra has it)")
+
 SIZE = (32, 32)
 DATA = {"kind": "synthetic", "task": "circle2square", "seed": 0}
 # The gate's thresholds, restated (i2i.export.parity.thresholds).
