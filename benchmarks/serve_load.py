@@ -7,6 +7,12 @@ HTTP overhead, measured). The server runs as its own process (i2i-serve); the cl
 threads of this process using keep-alive connections and the binary tensor extension.
 
     python benchmarks/serve_load.py --out benchmarks/results [--engine onnxruntime] [--seconds 10]
+    python benchmarks/serve_load.py --engine auto     # the fastest CPU artifact that passed its
+                                                      # gate (openvino/onnxruntime, bf16/int8)
+
+The export holds fp32, and with the openvino package also OpenVINO fp32/bf16/int8 and the
+onnxruntime int8 graph (calibrated on the synthetic circles the weights' meta names), so
+--engine auto has every CPU precision to choose from.
 """
 
 from __future__ import annotations
@@ -41,14 +47,19 @@ MAX_BATCH = 64
 
 
 def prepare(folder: Path) -> tuple[Path, Path]:
+    from i2i.engines.openvino import availability
+
     torch.manual_seed(0)
     config = make_config("additive", CONFIG)
+    data = {"kind": "synthetic", "task": "circle2square", "seed": 0}
     ckpt = save_checkpoint(folder / "model.safetensors", "additive", config,
                            build_model("additive", config).state_dict(), step=0,
-                           meta={"training": {"size": SIZE}})
-    export = build(ckpt, ExportOptions(out=folder / "export", formats=("onnx",),
-                                       batch=(1, 32, MAX_BATCH), size=(SIZE, SIZE),
-                                       log=lambda *_: None))
+                           meta={"training": {"size": SIZE}, "data": data})
+    vino = availability() is None
+    export = build(ckpt, ExportOptions(out=folder / "export",
+                                       formats=("onnx", "openvino") if vino else ("onnx",),
+                                       precisions=("bf16", "int8") if vino else ("int8",),
+                                       batch=(1, 32, MAX_BATCH), size=(SIZE, SIZE)))
     return ckpt, export
 
 
@@ -142,6 +153,8 @@ def main() -> None:
         ckpt, export = prepare(Path(tmp))
         engine = open_engine(args.engine, export_dir=export, checkpoint=ckpt,
                              max_batch_size=MAX_BATCH)
+        args.served = f"{engine.name} {engine.spec.precision}"
+        print(engine.spec.choice or args.served, flush=True)
         rates = offline(engine)
         del engine
         port = free_port()
@@ -179,7 +192,8 @@ def write(out: Path, args, rates: dict[int, float], rows: list[dict]) -> None:
     machine = sysinfo.machine()
     slug = re.sub(r"[^a-z0-9]+", "-", f"{machine['cpu']} {machine['cpu_count']} cores".lower())
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# i2i-serve under closed-loop load ({args.engine} engine)", "",
+    suffix = "" if args.engine == "onnxruntime" else f"-{args.engine}"
+    lines = [f"# i2i-serve under closed-loop load ({args.engine} engine: {args.served})", "",
              f"Machine: {sysinfo.describe(machine)}. Additive model, ngf {CONFIG['ngf']}, "
              f"{CONFIG['n_blocks']} blocks, {SIZE}x{SIZE}, random seeded weights; server "
              f"max batch {MAX_BATCH}, max delay {args.max_delay_ms} ms; {args.seconds:.0f} s "
@@ -193,9 +207,10 @@ def write(out: Path, args, rates: dict[int, float], rows: list[dict]) -> None:
                      f"{r['offline_at_batch']:.1f} | {r['efficiency']:.2f} |")
     lines += ["", "Offline engine throughput (engine.run alone): " + ", ".join(
         f"batch {b}: {v:.0f} img/s" for b, v in rates.items()), ""]
-    (out / f"serve-load-{slug.strip('-')}.md").write_text("\n".join(lines))
-    (out / f"serve-load-{slug.strip('-')}.json").write_text(json.dumps(
-        {"machine": machine, "engine": args.engine, "offline": rates, "rows": rows},
+    (out / f"serve-load-{slug.strip('-')}{suffix}.md").write_text("\n".join(lines))
+    (out / f"serve-load-{slug.strip('-')}{suffix}.json").write_text(json.dumps(
+        {"machine": machine, "engine": args.engine, "served": args.served, "offline": rates,
+         "rows": rows},
         indent=2) + "\n")
     print("\n".join(lines))
 

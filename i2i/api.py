@@ -132,7 +132,9 @@ def open(model: str | Path, *, engine: str | None = None, device: str = "auto",
          precision: str = "auto", resolution: str = "auto", working: int | None = None,
          max_batch: int = 8, max_pixels: int = decoding.DEFAULT_MAX_PIXELS) -> Model:
     """Open a checkpoint (.safetensors) or an i2i-export folder. engine: eager, fused,
-    onnxruntime, tensorrt or aoti (default onnxruntime for an export, eager for a checkpoint);
+    onnxruntime, openvino, tensorrt, aoti or auto (the export's fastest artifact that passed its
+    gate; model.engine.spec.choice says which and why) (default onnxruntime for an export, eager
+    for a checkpoint); precision: auto, fp32, fp16, bf16 or int8;
     resolution: auto, native, tile, mask or resize (i2i.runtime.resolution)."""
     path = Path(model)
     export = path.is_dir()

@@ -5,17 +5,23 @@
      "batch": {"min", "opt", "max"}, "size", "size_multiple", "opset", "versions", "created",
      "signatures": {"default": {"method": "forward", "inputs": [TensorSpec dicts],
                                 "outputs": [...],
-                                "artifacts": {"onnx" | "onnx_fp16" | "aoti" | "tensorrt" |
-                                              "triton": {"file", "precision", "sha256",
-                                                         "parity", "passed", ...}}},
+                                "artifacts": {"onnx" | "onnx_fp16" | "onnx_int8" |
+                                              "openvino" | "openvino_bf16" |
+                                              "openvino_int8" | "aoti" | "tensorrt" |
+                                              "tensorrt_int8" | "triton":
+                                              {"file", "precision", "sha256", "parity",
+                                               "threshold", "passed", "timing", ...}}},
                     "masked": {...}, ...},
+     "calibration": {"source", "images", "held_out_for_parity", "method"},  (with int8)
      "parity_failures": [...],                     (only when an artifact missed its threshold)
      "manifest_sha256"}                            (the sha256 of the rest; see below)
 
 Every signature of the model has the same layout; its files are model.onnx, model.fp16.onnx,
-model.pt2, model.plan and triton/<model>/ for `default`, model.<signature>.onnx, ... and
-triton/<model>_<signature>/ for the others. Engines read it (below export and runtime, both
-use it); format 1 (before signatures) is refused with a request to re-export.
+model.int8.onnx, model.pt2, model.plan, model.int8.plan and triton/<model>/ for `default`
+(the openvino entries name model.onnx or model.int8.onnx, which OpenVINO reads directly),
+model.<signature>.onnx, ... and triton/<model>_<signature>/ for the others. Engines read it
+(below export and runtime, both use it); format 1 (before signatures) is refused with a
+request to re-export.
 
 What is checked, and where:
 
@@ -62,7 +68,8 @@ def sha256(path: Path) -> str:
 
 def tool_versions() -> dict[str, str]:
     versions = library_versions()
-    for package in ("onnx", "onnxruntime", "onnxscript", "onnxconverter-common", "tensorrt"):
+    for package in ("onnx", "onnxruntime", "onnxscript", "onnxconverter-common", "openvino",
+                    "tensorrt"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from i2i.engines import ENGINES, check_batch, engine_availability, open_engine
+from i2i.engines.openvino import availability as openvino_availability
 from i2i.export import ExportOptions, build
 from i2i.export.parity import FP16_MIN_PSNR, FP32_MAX_ABS
 from i2i.models import build as build_model
@@ -22,8 +23,9 @@ from i2i.models import make_config, save_checkpoint
 
 SIZE = (16, 16)
 # (engine, precision) pairs the parity test runs; it must name every engine in ENGINES.
-PARITY_CASES = [("eager", "fp16"), ("fused", "auto"), ("onnxruntime", "fp32"),
-                ("onnxruntime", "fp16"), ("tensorrt", "auto"), ("aoti", "auto")]
+PARITY_CASES = [("eager", "fp16"), ("eager", "bf16"), ("fused", "auto"), ("onnxruntime", "fp32"),
+                ("onnxruntime", "fp16"), ("tensorrt", "auto"), ("aoti", "auto"),
+                ("openvino", "fp32")]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,9 @@ def exported(tmp_path_factory) -> tuple[Path, Path]:
     module = build_model("additive", config)
     ckpt = save_checkpoint(root / "step_000001.safetensors", "additive", config,
                            module.state_dict(), step=1, meta={"training": {"size": 16}})
-    out = build(ckpt, ExportOptions(out=root / "export", formats=("onnx", "aoti"), fp16=True,
+    vino = ("openvino",) if openvino_availability() is None else ()   # else its case skips
+    out = build(ckpt, ExportOptions(out=root / "export", formats=("onnx", "aoti", *vino),
+                                    fp16=True,
                                     batch=(1, 2, 4), size=SIZE, log=lambda *_: None))
     return ckpt, out
 
@@ -175,7 +179,12 @@ def test_eager_from_an_export_dir_needs_its_checkpoint(exported, tmp_path):
 
 def test_precision_and_device_errors(exported):
     ckpt, out = exported
-    with pytest.raises(ValueError, match="unknown precision 'int8'; known: auto, fp32, fp16"):
+    with pytest.raises(ValueError, match="unknown precision 'int4'; known: auto, fp32, fp16, "
+                                         "bf16, int8"):
+        open_engine("eager", checkpoint=ckpt, precision="int4")
+    with pytest.raises(ValueError, match="engine 'eager' runs fp32, fp16, bf16, not int8; .*"
+                                         r"an engine that runs int8 \(onnxruntime, tensorrt, "
+                                         r"openvino\)"):
         open_engine("eager", checkpoint=ckpt, precision="int8")
     with pytest.raises(ValueError, match="engine 'aoti' runs fp32 only"):
         open_engine("aoti", export_dir=out, precision="fp16")

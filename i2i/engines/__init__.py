@@ -18,6 +18,7 @@ from .aoti import AotiEngine
 from .base import PRECISIONS, Engine, EngineSpec, check_batch
 from .eager import FusedEngine, TorchEngine
 from .opening import engine_availability, open_engine
+from .openvino import OpenVinoEngine
 from .ort import OnnxRuntimeEngine
 from .tensorrt import TensorRTEngine
 
@@ -27,7 +28,10 @@ ENGINES: dict[str, type] = {
     "onnxruntime": OnnxRuntimeEngine,
     "tensorrt": TensorRTEngine,
     "aoti": AotiEngine,
+    "openvino": OpenVinoEngine,
 }
+# Besides these names, open_engine takes "auto" with an export: the fastest artifact that
+# passed its parity gate and opens here (i2i.engines.choice).
 
 __all__ = ["ENGINES", "PRECISIONS", "Engine", "EngineSpec", "check_batch",
            "engine_availability", "open_engine"]

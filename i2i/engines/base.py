@@ -18,7 +18,7 @@ import torch
 
 from ..models.spec import InputError, ModelSpec, TensorSpec
 
-PRECISIONS = ("auto", "fp32", "fp16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 Batch = Mapping[str, torch.Tensor]
 
 
@@ -30,13 +30,15 @@ class EngineSpec:
     size: tuple[int, int] | None                # fixed (H, W) for AOTI/TensorRT, else None
     size_multiple: int                          # H and W must be multiples of this
     default_size: tuple[int, int]               # training/export size
-    precision: str                              # "fp32" | "fp16"
+    precision: str                              # "fp32" | "fp16" | "bf16" | "int8"
     device: str                                 # "cpu" | "cuda:0"
     source: str = ""                            # sha256 of the checkpoint the weights came from
     direction: str | None = None                # AtoB | BtoA, as the checkpoint records it
     # The model's signatures this engine cannot run, and why not.
     unavailable: dict[str, ModelSpec] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    # How the engine was chosen where the caller asked for engine "auto" (i2i.engines.choice).
+    choice: str = ""
 
     @property
     def model_signatures(self) -> dict[str, ModelSpec]:

@@ -35,12 +35,15 @@ class _Plan:
     providers: list | None = None
 
 
-def engine_class(name: str) -> type:
+def _engines() -> dict[str, type]:
     from . import ENGINES
+    return ENGINES
 
-    if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
-    return ENGINES[name]
+
+def engine_class(name: str) -> type:
+    if name not in _engines():
+        raise ValueError(f"unknown engine {name!r}; known: {', '.join(_engines())}, auto")
+    return _engines()[name]
 
 
 def torch_device(device: str) -> str:
@@ -57,14 +60,17 @@ def torch_device(device: str) -> str:
 def _precision(cls: type, precision: str, device: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    offered = tuple(cls.artifacts) if cls.artifacts else ("fp32", "fp16")
+    offered = tuple(cls.artifacts) if cls.artifacts else ("fp32", "fp16", "bf16")
     if precision == "auto":     # fused is the fast path: fp16 where the GPU has tensor cores
         fast = cls.name == "fused" and device != "cpu"
-        return "fp16" if fast or offered == ("fp16",) else "fp32"
+        return "fp16" if fast else ("fp32" if "fp32" in offered else offered[0])
     if precision not in offered:
-        kind = "fp16 (built from model.fp16.onnx)" if offered == ("fp16",) else offered[0]
-        raise ValueError(f"engine {cls.name!r} runs {kind} only; use precision='auto', or the "
-                         "onnxruntime engine for the other precision")
+        kind = f"{offered[0]} only" if len(offered) == 1 else ", ".join(offered)
+        raise ValueError(f"engine {cls.name!r} runs {kind}, not {precision}; use "
+                         f"precision='auto', or an engine that runs {precision} (" +
+                         ", ".join(n for n, c in _engines().items()
+                                   if precision in (c.artifacts or ("fp32", "fp16", "bf16")))
+                         + ")")
     return precision
 
 
@@ -147,6 +153,22 @@ def onnx_providers(device: str) -> tuple[str, list]:
     return device, [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
 
+def _openvino_device(device: str, precision: str) -> str:
+    """The CPU, once the openvino package and (for bf16) the CPU's support are checked."""
+    from .openvino import availability, bf16_support
+
+    reason = availability()
+    if reason is not None:
+        raise RuntimeError(f"engine 'openvino' cannot run here: {reason}")
+    if device not in ("auto", "cpu"):
+        raise ValueError(f"engine 'openvino' runs on the CPU; use device='cpu', not {device!r}")
+    if precision == "bf16":
+        reason = bf16_support()
+        if reason is not None:
+            raise RuntimeError(f"engine 'openvino' cannot run bf16 here: {reason}")
+    return "cpu"
+
+
 def _plan(name: str, export_dir: Path | None, checkpoint: Path | None, device: str,
           precision: str) -> _Plan:
     """Every check that opening `name` needs, short of loading it; raises with the reason."""
@@ -158,6 +180,8 @@ def _plan(name: str, export_dir: Path | None, checkpoint: Path | None, device: s
     providers = None
     if name == "onnxruntime":
         device, providers = onnx_providers(device)
+    elif name == "openvino":
+        device = _openvino_device(device, precision)
     elif name == "tensorrt":
         from .tensorrt import availability
 
@@ -190,6 +214,13 @@ def _plan(name: str, export_dir: Path | None, checkpoint: Path | None, device: s
 def engine_availability(name: str, export_dir: Path | None, checkpoint: Path | None, *,
                         device: str = "auto", precision: str = "auto") -> str | None:
     """None when `open_engine(name, ...)` can open here, otherwise the reason it cannot."""
+    if name == "auto":
+        from .choice import choose
+        try:
+            choose(Path(export_dir) if export_dir else None, device, precision)
+        except (ValueError, FileNotFoundError) as err:
+            return str(err)
+        return None
     engine_class(name)
     try:
         _plan(name, Path(export_dir) if export_dir else None, checkpoint, device, precision)
@@ -201,7 +232,7 @@ def engine_availability(name: str, export_dir: Path | None, checkpoint: Path | N
 def open_engine(name: str, *, export_dir: Path | None = None, checkpoint: Path | None = None,
                 device: str = "auto", precision: str = "auto", max_batch_size: int | None = None,
                 compile: bool = False) -> Engine:
-    """Open engine `name` (one of ENGINES).
+    """Open engine `name` (one of ENGINES, or "auto": see i2i.engines.choice).
 
     eager/fused: the checkpoint (or the exported one, when export_dir holds a copy of it); a
     checkpoint given with export_dir must be the one exported. max_batch_size defaults to 32.
@@ -209,6 +240,10 @@ def open_engine(name: str, *, export_dir: Path | None = None, checkpoint: Path |
     defaults to the exported maximum and may only lower it. precision "auto": fp16 for fused on
     CUDA and for tensorrt, else fp32. compile: torch.compile the module (eager/fused only).
     """
+    if name == "auto":
+        from .choice import open_chosen
+        return open_chosen(Path(export_dir) if export_dir else None, device=device,
+                           precision=precision, max_batch_size=max_batch_size)
     engine_class(name)
     if max_batch_size is not None and max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -223,7 +258,7 @@ def open_engine(name: str, *, export_dir: Path | None = None, checkpoint: Path |
     every = manifest_signatures(manifest)
     size = (int(manifest["size"][0]), int(manifest["size"][1]))
     dynamic = manifest["signatures"]["default"]["artifacts"].get("onnx", {}).get("dynamic", [])
-    fixed = name != "onnxruntime" or "height" not in dynamic
+    fixed = name not in ("onnxruntime", "openvino") or "height" not in dynamic  # ONNX graphs
     spec = EngineSpec(
         model=manifest["model"], signatures={k: every[k] for k in plan.files},
         max_batch_size=min(max_batch_size or exported, exported),

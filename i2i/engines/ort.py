@@ -1,5 +1,7 @@
-"""onnxruntime: model.onnx or model.fp16.onnx (and model.<signature>[.fp16].onnx) through
-onnxruntime, the CUDA provider first where one was asked for; one session per signature."""
+"""onnxruntime: model.onnx, model.fp16.onnx or model.int8.onnx (and model.<signature>[.fp16].onnx,
+...) through onnxruntime, the CUDA provider first where one was asked for; one session per
+signature. The int8 graph is the QDQ one (i2i.export.quantize): onnxruntime fuses its pairs into
+int8 convolutions."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ class OnnxRuntimeEngine:
     name = "onnxruntime"
     # precision -> (manifest artifact key, file suffix, the i2i-export flags that write it)
     artifacts = {"fp32": ("onnx", ".onnx", "--formats onnx"),
-                 "fp16": ("onnx_fp16", ".fp16.onnx", "--formats onnx --fp16")}
+                 "fp16": ("onnx_fp16", ".fp16.onnx", "--formats onnx --fp16"),
+                 "int8": ("onnx_int8", ".int8.onnx", "--formats onnx --precision int8")}
 
     def __init__(self, files: dict[str, Path], spec: EngineSpec, providers: list | None = None):
         self.spec = spec

@@ -1,4 +1,5 @@
-"""tensorrt: a TensorRT plan (model.plan, built by i2i.export.tensorrt) run on a CUDA GPU, and
+"""tensorrt: a TensorRT plan (model.plan in fp16, model.int8.plan in int8; built by
+i2i.export.tensorrt) run on a CUDA GPU, and
 what deciding that needs: whether TensorRT can run here, and whether a plan fits this machine.
 
 A plan only runs with the TensorRT version that built it, on a GPU of the same compute
@@ -27,7 +28,8 @@ class TensorRTEngine:
     bound by address, one execution context per signature."""
 
     name = "tensorrt"
-    artifacts = {"fp16": ("tensorrt", ".plan", "--formats trt")}
+    artifacts = {"fp16": ("tensorrt", ".plan", "--formats trt"),
+                 "int8": ("tensorrt_int8", ".int8.plan", "--formats trt --precision int8")}
 
     def __init__(self, files: dict[str, Path], spec: EngineSpec):
         trt = _import_tensorrt()

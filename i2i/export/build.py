@@ -5,7 +5,18 @@ thin layer over this.
 For each signature of the model (i2i.models.spec: `default`, and e.g. LOMIT's `masked`) the
 formats asked for are written under the signature's stem (model.onnx, model.masked.onnx, ...;
 i2i.manifest), and each artifact is opened by the engine class i2i-serve would open it with
-(onnxruntime, aoti, tensorrt) and run on the same batches as eager fp32 PyTorch.
+(onnxruntime, openvino, aoti, tensorrt) and run on the same batches as eager fp32 PyTorch.
+
+Precisions are export products, each judged by its own threshold (parity.thresholds):
+
+    precision  onnxruntime (onnx)   openvino              tensorrt (trt)
+    fp32       model.onnx           model.onnx            -
+    fp16       model.fp16.onnx      -                     model.plan
+    bf16       -                    model.onnx, bf16      -
+    int8       model.int8.onnx      model.int8.onnx       model.int8.plan
+
+fp32 is always written (every other graph derives from it); int8 is calibrated on the model's
+own domain (i2i.export.calibration) and recorded with its method and image count.
 
 `direction` picks which generator of a cycle run is exported: given a run's A -> B checkpoint,
 BtoA exports its B -> A sibling (i2i/runs.py), into exports/<model>_BtoA by default; the
@@ -20,28 +31,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from ..engines import ENGINES, EngineSpec
 from ..manifest import (
     FORMAT,
     FORMAT_VERSION,
     sha256,
-    stem,
     tool_versions,
     triton_name,
     write_manifest,
 )
 from ..models import get_entry, load, read_document, signatures
 from ..models.checkpoint import CheckpointError
-from ..models.spec import ModelSpec
 from ..runs import DIRECTIONS, ONE_WAY, parse_name, sibling
 from . import parity
+from .calibration import DEFAULT_COUNT, Calibration, calibration_images
+from .gate import Gate, Graph
 from .to_onnx import OPSET, export_onnx, to_fp16
 from .wrap import check_batch_range
 
-FORMATS = ("onnx", "trt", "aoti", "triton")
+FORMATS = ("onnx", "openvino", "trt", "aoti", "triton")
 DEFAULT_FORMATS = ("onnx", "aoti", "triton")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+ONNX_FORMATS = {"onnx", "openvino", "trt", "triton"}     # the formats that start from model.onnx
 
 
 class ParityError(RuntimeError):
@@ -52,8 +63,11 @@ class ParityError(RuntimeError):
 class ExportOptions:
     out: Path | None = None                       # default exports/<model>
     formats: tuple[str, ...] = DEFAULT_FORMATS
-    fp16: bool = False
+    fp16: bool = False                            # the same as "fp16" in precisions
     fp16_io: bool = False
+    precisions: tuple[str, ...] = ("fp32",)       # of PRECISIONS; fp32 is always written
+    calibration: str | None = None                # int8: a folder or synthetic:TASK (default:
+    calibration_count: int = DEFAULT_COUNT        # the checkpoint's own data)
     batch: tuple[int, int, int] = (1, 8, 32)      # min, opt, max
     size: tuple[int, int] | None = None           # default: the training size, else 256
     dynamic_size: bool = True
@@ -62,48 +76,6 @@ class ExportOptions:
     model: str | None = None                      # if given, must match the checkpoint
     direction: str | None = None                  # AtoB | BtoA; None: the checkpoint's own
     log: object = print
-
-
-@dataclass
-class _Graph:
-    """One signature being exported."""
-
-    label: str                          # the signature: "default", "masked", ...
-    module: nn.Module                   # the fp32 module; the signature names its method
-    spec: ModelSpec
-    parity_batches: list[dict[str, torch.Tensor]]
-    artifacts: dict                     # where its manifest entries go
-
-    @property
-    def stem(self) -> str:
-        return stem(self.label)
-
-
-class _Gate:
-    """Runs one artifact through its serving engine against eager and records the verdict."""
-
-    def __init__(self, model: str, size: tuple[int, int], options: ExportOptions,
-                 size_multiple: int):
-        self.model, self.size, self.options = model, size, options
-        self.size_multiple = size_multiple
-        self.failures: list[str] = []
-
-    def __call__(self, graph: _Graph, key: str, facts: dict, engine: str, path: Path,
-                 precision: str, device: str = "cpu", fixed: bool = True) -> None:
-        spec = EngineSpec(self.model, {graph.label: graph.spec}, self.options.batch[2],
-                          self.size if fixed else None, self.size_multiple, self.size,
-                          precision, device)
-        served = ENGINES[engine]({graph.label: path}, spec)
-        figures = parity.compare(parity.eager_runner(graph.module, graph.spec), served.run,
-                                 graph.parity_batches)
-        passed, worst = parity.verdict(figures, precision)
-        facts.update({"precision": precision, "sha256": sha256(path), "parity": figures,
-                      "passed": passed})
-        graph.artifacts[key] = facts
-        label = key if graph.label == "default" else f"{graph.label} {key}"
-        self.options.log(f"  {label:18s} {'ok  ' if passed else 'MISS'} {worst} ({engine})")
-        if not passed:
-            self.failures.append(f"{label} {worst}")
 
 
 def build(checkpoint: Path, options: ExportOptions) -> Path:
@@ -120,6 +92,7 @@ def build(checkpoint: Path, options: ExportOptions) -> Path:
     spec.check_size(*size)
     check_batch_range(options.batch)
     formats = _resolve_formats(options)
+    precisions = _resolve_precisions(options, formats)
     out = Path(options.out or Path("exports") / (name if direction in (None, "AtoB")
                                                    else f"{name}_{direction}"))
     out.mkdir(parents=True, exist_ok=True)
@@ -141,17 +114,34 @@ def build(checkpoint: Path, options: ExportOptions) -> Path:
         manifest["signatures"][label] = entry
         batches = parity.parity_inputs(signature, data, size, batch, parity.MASK_SCHEMES,
                                        source=(direction or "AtoB")[0])
-        graphs.append(_Graph(label, module, signature, batches, entry["artifacts"]))
-    gate = _Gate(name, size, options, spec.size_multiple)
+        domain = parity.domain_batches(signature, data, size, batch, parity.MASK_SCHEMES,
+                                       source=(direction or "AtoB")[0])
+        graphs.append(Graph(label, module, signature, batches, entry["artifacts"], domain,
+                            parity.random_batches(signature, size, batch)))
+    calibration = None
+    if "int8" in precisions:
+        images = max(len(g.spec.of_kind("image")) for g in graphs)
+        calibration = calibration_images(options.calibration, data, size,
+                                         options.calibration_count, (direction or "AtoB")[0],
+                                         skip=batch * max(images, 1))
+        manifest["calibration"] = {**calibration.describe(), "method": _int8_method()}
+        for graph in graphs:
+            graph.domain_batches = graph.domain_batches or _held_out(graph, calibration, size,
+                                                                     batch)
+    gate = Gate(name, size, options.batch, spec.size_multiple, options.log)
 
     options.log(f"exporting {name} ({direction or 'direction not recorded'}) from {checkpoint} "
                 f"at {size[0]}x{size[1]}, batch {options.batch[0]}..{options.batch[2]} -> {out} "
                 f"(signatures: {', '.join(g.label for g in graphs)})")
     for graph in graphs:
-        if {"onnx", "triton", "trt"} & set(formats):
-            _onnx(graph, out, options, size, options.fp16 or "trt" in formats, gate)
+        if ONNX_FORMATS & set(formats):
+            _onnx(graph, out, options, size, "fp16" in precisions or "trt" in formats, gate)
+        if "int8" in precisions:
+            _int8(graph, out, size, options, calibration, gate)
+        if "openvino" in formats:
+            _openvino(graph, out, precisions, gate, fixed=not options.dynamic_size)
         if "trt" in formats:
-            _tensorrt(graph, out, size, options, gate)
+            _tensorrt(graph, out, size, options, gate, precisions)
         if "aoti" in formats:
             _aoti(graph, out, size, options, gate)
     if "triton" in formats:
@@ -168,8 +158,8 @@ def build(checkpoint: Path, options: ExportOptions) -> Path:
     return out
 
 
-def _onnx(graph: _Graph, out: Path, options: ExportOptions, size: tuple[int, int], fp16: bool,
-          gate: _Gate) -> None:
+def _onnx(graph: Graph, out: Path, options: ExportOptions, size: tuple[int, int], fp16: bool,
+          gate: Gate) -> None:
     """<stem>.onnx and, with fp16, <stem>.fp16.onnx, each through the onnxruntime engine."""
     fp32_path, fp16_path = out / f"{graph.stem}.onnx", out / f"{graph.stem}.fp16.onnx"
     facts = export_onnx(graph.module, graph.spec, fp32_path, options.batch, size,
@@ -183,8 +173,51 @@ def _onnx(graph: _Graph, out: Path, options: ExportOptions, size: tuple[int, int
              "fp16", fixed=fixed)
 
 
-def _aoti(graph: _Graph, out: Path, size: tuple[int, int], options: ExportOptions,
-          gate: _Gate) -> None:
+def _int8(graph: Graph, out: Path, size: tuple[int, int], options: ExportOptions,
+          calibration: Calibration, gate: Gate) -> None:
+    """<stem>.int8.onnx from <stem>.onnx, calibrated on the domain, through onnxruntime."""
+    from .quantize import to_int8
+
+    path = out / f"{graph.stem}.int8.onnx"
+    facts = to_int8(out / f"{graph.stem}.onnx", path, calibration.batches(graph.spec, size))
+    facts["calibration"] = calibration.describe()
+    gate(graph, "onnx_int8", {"file": path.name, **facts}, "onnxruntime", path, "int8",
+         fixed=not options.dynamic_size)
+
+
+def _openvino(graph: Graph, out: Path, precisions: tuple[str, ...], gate: Gate, fixed: bool
+              ) -> None:
+    """The OpenVINO runtime on the ONNX graphs: fp32, and bf16 and int8 where asked for
+    (bf16 only where this CPU has it: skipped with the reason elsewhere)."""
+    from ..engines.openvino import OpenVinoEngine, bf16_support
+
+    for precision in ("fp32", "bf16", "int8"):
+        if precision not in precisions:
+            continue
+        key, suffix, _ = OpenVinoEngine.artifacts[precision]
+        reason = bf16_support() if precision == "bf16" else None
+        if reason is not None:
+            gate.skip(graph, key, reason)
+            continue
+        path = out / f"{graph.stem}{suffix}"
+        gate(graph, key, {"file": path.name}, "openvino", path, precision, fixed=fixed)
+
+
+def _int8_method() -> str:
+    from .quantize import METHOD
+    return METHOD
+
+
+def _held_out(graph: Graph, calibration: Calibration, size: tuple[int, int], batch: int
+              ) -> list[dict[str, torch.Tensor]]:
+    """The int8 gate's domain batches where the checkpoint records no data: the images held
+    out of calibration, with their mask-scheme variants."""
+    first = parity.pool_inputs(graph.spec, calibration.held_out, None, batch, size)
+    return [first, *parity.scheme_masked(graph.spec, first, parity.MASK_SCHEMES)]
+
+
+def _aoti(graph: Graph, out: Path, size: tuple[int, int], options: ExportOptions,
+          gate: Gate) -> None:
     from .aoti import export_aoti
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -194,26 +227,31 @@ def _aoti(graph: _Graph, out: Path, size: tuple[int, int], options: ExportOption
          "cpu" if device == "cpu" else "cuda:0")
 
 
-def _tensorrt(graph: _Graph, out: Path, size: tuple[int, int], options: ExportOptions,
-              gate: _Gate) -> None:
-    """<stem>.plan from <stem>.fp16.onnx, gated through the tensorrt engine on the GPU."""
+def _tensorrt(graph: Graph, out: Path, size: tuple[int, int], options: ExportOptions,
+              gate: Gate, precisions: tuple[str, ...]) -> None:
+    """<stem>.plan from <stem>.fp16.onnx and, with int8, <stem>.int8.plan from the QDQ graph
+    <stem>.int8.onnx (explicit quantization), each gated through the tensorrt engine."""
+    from ..engines.tensorrt import TensorRTEngine
     from .tensorrt import availability, build_engine
 
     reason = availability()
+    wanted = [p for p in TensorRTEngine.artifacts if p == "fp16" or p in precisions]
     if reason is not None:
-        graph.artifacts["tensorrt"] = {"skipped": reason}
-        options.log(f"  tensorrt           skipped: {reason}")
+        for precision in wanted:
+            gate.skip(graph, TensorRTEngine.artifacts[precision][0], reason)
         return
     lo, opt, hi = options.batch
     shapes = {t.name: tuple((n, *t.shape[1:]) if not t.spatial else (n, t.channels, *size)
                             for n in (lo, opt, hi)) for t in graph.spec.inputs}
-    plan = out / f"{graph.stem}.plan"
-    facts = build_engine(out / f"{graph.stem}.fp16.onnx", plan, shapes,
-                         timing_cache=out / "timing.cache")
-    gate(graph, "tensorrt", {"file": plan.name, **facts}, "tensorrt", plan, "fp16", "cuda:0")
+    for precision in wanted:
+        key, suffix, _ = TensorRTEngine.artifacts[precision]
+        plan = out / f"{graph.stem}{suffix}"
+        source = out / f"{graph.stem}.{precision}.onnx"
+        facts = build_engine(source, plan, shapes, timing_cache=out / "timing.cache")
+        gate(graph, key, {"file": plan.name, **facts}, "tensorrt", plan, precision, "cuda:0")
 
 
-def _triton(out: Path, name: str, graph: _Graph, options: ExportOptions) -> dict:
+def _triton(out: Path, name: str, graph: Graph, options: ExportOptions) -> dict:
     """triton/<name>[_<signature>]/ (and its _trt/ model where a plan was built) from the
     signature's fp16 ONNX file when --fp16 wrote one, else its fp32 file."""
     from .triton_repo import io_from_onnx, write_repository
@@ -233,7 +271,29 @@ def _resolve_formats(options: ExportOptions) -> tuple[str, ...]:
     unknown = [f for f in options.formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown format(s) {unknown}; known: {', '.join(FORMATS)}")
+    if "openvino" in options.formats:
+        from ..engines.openvino import availability
+        reason = availability()
+        if reason is not None:
+            raise ValueError(f"format openvino asked for, but {reason} (or pip install "
+                             "'i2i[openvino]')")
     return tuple(options.formats)
+
+
+def _resolve_precisions(options: ExportOptions, formats: tuple[str, ...]) -> tuple[str, ...]:
+    """fp32 first, then those asked for (--fp16 adds fp16); ValueError for a precision no
+    asked-for format can carry."""
+    asked = ("fp32", *options.precisions, *(("fp16",) if options.fp16 else ()))
+    unknown = [p for p in asked if p not in PRECISIONS]
+    if unknown:
+        raise ValueError(f"unknown precision(s) {unknown}; known: {', '.join(PRECISIONS)}")
+    precisions = tuple(dict.fromkeys(asked))
+    if "bf16" in precisions and "openvino" not in formats:
+        raise ValueError("bf16 artifacts run on the openvino engine: add openvino to --formats "
+                         "(e.g. --formats onnx,openvino --precision fp32,bf16)")
+    if {"fp16", "int8"} & set(precisions) and not ONNX_FORMATS & set(formats):
+        raise ValueError("fp16 and int8 artifacts are ONNX graphs: add onnx to --formats")
+    return precisions
 
 
 def _training_size(document: dict) -> tuple[int, int]:

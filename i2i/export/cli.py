@@ -7,15 +7,28 @@ import sys
 from pathlib import Path
 
 from ..models import MODELS, CheckpointError, UnknownModelError
-from .build import DEFAULT_FORMATS, ExportOptions, ParityError, build, find_checkpoint
+from .build import (
+    DEFAULT_FORMATS,
+    PRECISIONS,
+    ExportOptions,
+    ParityError,
+    build,
+    find_checkpoint,
+)
+from .calibration import DEFAULT_COUNT, CalibrationError
 
-EXAMPLE = "example: i2i-export --model additive --fp16   (after make demo)"
+EXAMPLE = """examples (after make demo):
+  i2i-export --model additive --fp16
+  i2i-export --model additive --formats onnx,openvino --precision fp32,bf16,int8"""
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="i2i-export", epilog=EXAMPLE, description=(
-        "Export a checkpoint to ONNX (fp32/fp16), TensorRT, AOTInductor and a Triton Inference "
-        "Server repository, each checked for parity against eager PyTorch."))
+    p = argparse.ArgumentParser(prog="i2i-export", epilog=EXAMPLE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description=(
+        "Export a checkpoint to ONNX (fp32/fp16/int8), OpenVINO (fp32/bf16/int8), TensorRT "
+        "(fp16/int8), AOTInductor and a Triton Inference Server repository, each checked for "
+        "parity against eager PyTorch."))
     p.add_argument("--checkpoint", type=Path, help="default: the newest checkpoint of --model "
                                                    "under --runs")
     p.add_argument("--model", help=f"one of {', '.join(MODELS)}; must match the checkpoint "
@@ -25,9 +38,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (and "
                                                        "model.masked.fp16.onnx for lomit)")
     p.add_argument("--fp16-io", action="store_true", help="fp16 model takes and returns fp16")
+    p.add_argument("--precision", default="fp32",
+                   help=f"comma list of {', '.join(PRECISIONS)}: the precisions to write, each "
+                        "gated by its own threshold (fp32 is always written; bf16 runs on "
+                        "openvino; int8 is calibrated on --calibration)")
+    p.add_argument("--calibration", metavar="DIR_OR_SYNTHETIC",
+                   help="int8 calibration images: a folder of pictures of the domain the model "
+                        "translates from, or synthetic:TASK (default: the test split of the "
+                        "checkpoint's training data)")
+    p.add_argument("--calibration-count", type=int, default=DEFAULT_COUNT,
+                   help=f"int8 calibration images to use (default {DEFAULT_COUNT})")
     p.add_argument("--formats", default=None,
-                   help="comma list of onnx, trt, aoti, triton (default onnx,aoti,triton, plus "
-                        "trt when TensorRT and a GPU are present)")
+                   help="comma list of onnx, openvino, trt, aoti, triton (default "
+                        "onnx,aoti,triton, plus trt when TensorRT and a GPU are present)")
     p.add_argument("--batch", default="1:8:32", help="MIN:OPT:MAX batch sizes")
     p.add_argument("--size", default=None, help="H or HxW (default: the training size)")
     p.add_argument("--static-size", action="store_true",
@@ -80,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("give --checkpoint PATH or --model NAME")
             args.checkpoint = find_checkpoint(args.runs, args.model)
             print(f"using the newest {args.model} checkpoint: {args.checkpoint}")
+        precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip())
         options = ExportOptions(out=args.out, formats=formats, fp16=args.fp16,
+                                precisions=precisions, calibration=args.calibration,
+                                calibration_count=args.calibration_count,
                                 fp16_io=args.fp16_io, batch=parse_batch(args.batch),
                                 size=parse_size(args.size), dynamic_size=not args.static_size,
                                 allow_parity_failure=args.allow_parity_failure,
@@ -89,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     except ParityError as err:
         print(f"i2i-export: {err}", file=sys.stderr)
         return 1
-    except (CheckpointError, UnknownModelError, ValueError, FileNotFoundError) as err:
+    except (CheckpointError, UnknownModelError, CalibrationError, ValueError,
+            FileNotFoundError) as err:
         print(f"i2i-export: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {out / 'manifest.json'}")

@@ -1,4 +1,5 @@
-"""TensorRT engines (model.plan) built from the fp16 ONNX model.
+"""TensorRT engines built from ONNX graphs: model.plan from the fp16 one, model.int8.plan from
+the int8 QDQ one.
 
 Precision comes from the graph, not from builder flags: TensorRT 10.12 deprecated and
 TensorRT 11 removed `BuilderFlag.FP16`, so the engine is built as a STRONGLY TYPED network
@@ -9,6 +10,15 @@ silently move a layer to another precision.
 One optimisation profile covers every input: a (min, opt, max) full shape per input, batch
 included. The timing cache (layer timings measured while building) is loaded from and saved
 to a file beside the plan, so rebuilding on the same machine skips most of the timing.
+
+int8 is EXPLICIT quantization: the plan is built, strongly typed like the fp16 one, from
+model.int8.onnx, whose QuantizeLinear/DequantizeLinear pairs carry the scales calibrated on the
+model's domain (i2i.export.quantize, the same calibration images as the CPU engines). TensorRT
+10.1 deprecated its implicit path (IInt8EntropyCalibrator2 and the other calibrators,
+BuilderFlag.INT8, config.int8_calibrator) in favour of Q/DQ graphs, and TensorRT 11 removed it;
+building from the QDQ graph also gives every engine the same scales, so the GPU and CPU int8
+artifacts differ only in their kernels. TensorRT takes symmetric scales only, which is why the
+int8 graph is symmetric (zero points 0).
 
 A plan only runs with the TensorRT version that built it, on a GPU of the same compute
 capability; build_engine returns those facts for the manifest, and
@@ -36,8 +46,8 @@ def build_engine(onnx_path: Path, plan_path: Path,
 
     shapes: input name -> (min, opt, max) full shapes including the batch dimension, e.g.
     {"image": ((1, 3, 256, 256), (8, 3, 256, 256), (16, 3, 256, 256))}. The timing cache
-    defaults to `timing.cache` beside the plan. An ONNX graph without any float16 tensor is
-    refused (it would give an fp32 engine) unless allow_fp32 is set.
+    defaults to `timing.cache` beside the plan. An ONNX graph with neither a float16 tensor nor
+    Q/DQ pairs is refused (it would give an fp32 engine) unless allow_fp32 is set.
     """
     reason = availability()
     if reason is not None:
@@ -46,9 +56,10 @@ def build_engine(onnx_path: Path, plan_path: Path,
     if not onnx_path.is_file():
         raise FileNotFoundError(f"ONNX model {onnx_path} does not exist; export it first")
     precision = onnx_precision(onnx_path)
-    if precision != "float16" and not allow_fp32:
-        raise ValueError(f"{onnx_path} holds no float16 tensor: a strongly typed build of it "
-                         f"gives an fp32 engine. Pass the fp16 graph (model.fp16.onnx), or "
+    if precision == "float32" and not allow_fp32:
+        raise ValueError(f"{onnx_path} holds no float16 tensor and no Q/DQ pair: a strongly "
+                         f"typed build of it gives an fp32 engine. Pass the fp16 graph "
+                         f"(model.fp16.onnx) or the int8 one (model.int8.onnx), or "
                          f"allow_fp32=True if an fp32 engine is what you want")
     if workspace_bytes < 1:
         raise ValueError(f"workspace_bytes must be positive, got {workspace_bytes}")
@@ -88,7 +99,7 @@ def build_engine(onnx_path: Path, plan_path: Path,
             "compute_capability": here["compute_capability"],
             "profile": {name: {"min": list(low), "opt": list(opt), "max": list(high)}
                         for name, (low, opt, high) in shapes.items()},
-            "strongly_typed": True}
+            "strongly_typed": True, "graph_precision": precision}
 
 
 def check_profile(shapes: dict[str, tuple[Shape, Shape, Shape]],
@@ -120,11 +131,14 @@ def check_profile(shapes: dict[str, tuple[Shape, Shape, Shape]],
 
 
 def onnx_precision(onnx_path: Path) -> str:
-    """The graph's precision: float16 if it holds any float16 tensor (weights, I/O, casts)."""
+    """The graph's precision: int8 if it holds QuantizeLinear nodes (explicit quantization),
+    float16 if it holds any float16 tensor (weights, I/O, casts), else float32."""
     import onnx
 
     fp16 = onnx.TensorProto.FLOAT16
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    if any(node.op_type == "QuantizeLinear" for node in graph.node):
+        return "int8"
     if any(t.data_type == fp16 for t in graph.initializer):
         return "float16"
     values = list(graph.input) + list(graph.output) + list(graph.value_info)

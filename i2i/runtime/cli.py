@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..engines.base import PRECISIONS
 from .translate_cli import add_folder_arguments, folder_options, run_folder
 
 EXAMPLES = """examples:
@@ -39,11 +40,15 @@ def parser() -> argparse.ArgumentParser:
                                 description="Serve an i2i model or translate a folder.")
     p.add_argument("--export", type=Path, help="an i2i-export folder (with manifest.json)")
     p.add_argument("--checkpoint", type=Path, help="an i2i checkpoint (.safetensors)")
-    p.add_argument("--engine", help="eager, fused, onnxruntime, tensorrt or aoti (default: "
-                                    "onnxruntime with --export, eager with --checkpoint)")
+    p.add_argument("--engine", help="eager, fused, onnxruntime, openvino, tensorrt, aoti, or "
+                                    "auto: the fastest artifact of --export that passed its "
+                                    "parity gate and opens here (default: onnxruntime with "
+                                    "--export, eager with --checkpoint)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"],
-                   help="auto: fp16 for fused on a GPU and for tensorrt, fp32 otherwise")
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                   help="auto: fp16 for fused on a GPU and for tensorrt, fp32 otherwise (with "
+                        "--engine auto: any); bf16: eager, fused, openvino; int8: onnxruntime, "
+                        "openvino, tensorrt")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
@@ -108,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                           body_timeout_s=args.body_timeout_s,
                           max_inflight_bytes=int(args.max_inflight_mb * 2**20))
     app = create_app(engine, config)
-    print(f"serving {engine.spec.model} ({engine.name}) on http://{args.host}:{args.port}",
-          flush=True)
+    chosen = f"; {engine.spec.choice}" if engine.spec.choice else ""
+    print(f"serving {engine.spec.model} ({engine.name} {engine.spec.precision}{chosen}) on "
+          f"http://{args.host}:{args.port}", flush=True)
     # On SIGTERM/SIGINT the server stops accepting, reads the requests already sent, lets
     # running requests finish, then runs the app's shutdown, which drains the batcher's queue
     # (serving.py). Afterwards uvicorn re-raises the signal it caught; this handler turns that

@@ -172,7 +172,8 @@ def _gallery(engine, input_dir: Path, output_dir: Path, options: FolderOptions,
     header = {"model": spec.model, "direction": spec.direction or "not recorded",
               "checkpoint or export": options.about or "(not given)",
               "checkpoint sha256": spec.source,
-              "engine": f"{engine.name}, {spec.precision} on {spec.device}",
+              "engine": f"{engine.name}, {spec.precision} on {spec.device}" +
+                        (f" ({spec.choice})" if spec.choice else ""),
               "resolution": options.resolution.policy + (f", {working} px" if working else "")}
     if options.mask:
         header["mask"] = options.mask

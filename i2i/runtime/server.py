@@ -222,6 +222,9 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
             return [{"name": t.name, "datatype": NAMES[t.dtype], "shape": list(t.shape)}
                     for t in specs]
         meta = {"name": name, "versions": ["1"], "platform": f"i2i_{engine.name}",
+                # beyond KServe v2: what runs the model, and why it was chosen (engine auto)
+                "engine": {"name": engine.name, "precision": service.spec.precision,
+                           "device": service.spec.device, "choice": service.spec.choice},
                 "inputs": tensors(service.spec.inputs),
                 "outputs": tensors(service.spec.outputs),
                 # beyond KServe v2: every signature a request may pick by its input names

@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..engines.base import PRECISIONS
+
 EXAMPLES = """examples:
   i2i-translate photos/ out/ --model exports/additive --masks
   i2i-translate photos/ out/ --model exports/additive --resolution mask --knob strength=0.5
@@ -119,10 +121,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="where the translations go")
     p.add_argument("--model", type=Path, required=True,
                    help="an i2i-export folder (with manifest.json) or a checkpoint")
-    p.add_argument("--engine", help="eager, fused, onnxruntime, tensorrt or aoti (default: "
-                                    "onnxruntime for an export, eager for a checkpoint)")
+    p.add_argument("--engine", help="eager, fused, onnxruntime, openvino, tensorrt, aoti, or "
+                                    "auto: the fastest artifact of an export that passed its "
+                                    "parity gate and opens here (default: onnxruntime for an "
+                                    "export, eager for a checkpoint)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS))
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-delay-ms", type=float, default=5.0)
     p.add_argument("--max-pixels", type=int, default=4096 * 4096,
@@ -147,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError, CheckpointError) as err:
         print(f"i2i-translate: error: {err}", file=sys.stderr)
         return 2
+    if engine.spec.choice:
+        print(engine.spec.choice)
     return run_folder(engine, args.input, args.output, options)
 
 
