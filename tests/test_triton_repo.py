@@ -255,3 +255,30 @@ def test_odd_tensor_names_are_escaped():
     odd = IOTensor('a"b\\c', (1,), "float32")
     text = config_text("m", "onnxruntime_onnx", [odd], [IOTensor("out", (1,), "float32")], 1)
     assert text_format.Parse(text, mc.ModelConfig()).input[0].name == 'a"b\\c'
+
+
+def test_pictures_model_config_parses_with_optional_inputs(tmp_path):
+    from i2i.export.triton_repo import write_pictures_model
+    folder = write_pictures_model(tmp_path, "lomit", ["image", "exemplar"], ["mask"], 8)
+    config = parse_config(folder / "config.pbtxt")
+    assert folder.name == "lomit_pictures" and config.backend == "python"
+    assert config.max_batch_size == 8 and config.HasField("dynamic_batching")
+    assert [(t.name, t.data_type, list(t.dims), t.optional) for t in config.input] == [
+        ("image", mc.TYPE_STRING, [1], False), ("exemplar", mc.TYPE_STRING, [1], False),
+        ("mask", mc.TYPE_STRING, [1], True)]
+    assert [(t.name, t.data_type) for t in config.output] == [("picture", mc.TYPE_STRING)]
+    assert config.parameters["export"].string_value == "../.."
+    assert config.parameters["engine"].string_value == "onnxruntime"
+    assert "from i2i.runtime.triton_python import TritonPythonModel" in (
+        folder / "1" / "model.py").read_text()
+
+
+@pytest.mark.parametrize("required,optional,message", [
+    ([], ["mask"], "at least one required picture input"),
+    (["image"], ["picture"], "may not be named 'picture'"),
+    (["image"], ["image"], r"\['image'\] are listed more than once"),
+])
+def test_pictures_model_config_refuses_bad_inputs(required, optional, message):
+    from i2i.export.triton_repo import pictures_config_text
+    with pytest.raises(ValueError, match=message):
+        pictures_config_text("m_pictures", required, optional, 4)
