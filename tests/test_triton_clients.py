@@ -17,6 +17,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from i2i.engines import open_engine
 from i2i.models import load
 from i2i.runtime import cli
 
@@ -246,3 +247,21 @@ def test_cli_says_how_to_install_grpc(checkpoint, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "grpc", None)            # import grpc -> ImportError
     assert cli.main(["--checkpoint", str(checkpoint), "--grpc-port", "9001"]) == 2
     assert "pip install 'i2i[grpc]'" in capsys.readouterr().err
+
+
+def test_a_fault_of_the_server_is_answered_as_json(checkpoint, monkeypatch):
+    from i2i.runtime import server as server_module
+    from i2i.runtime.inprocess import serving
+    from i2i.runtime.server import ServerConfig
+
+    def broken(*args):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(server_module, "encode_infer", broken)
+    engine = open_engine("eager", checkpoint=checkpoint)
+    body = json.dumps({"inputs": [{"name": "image", "shape": [1, 3, 16, 16],
+                                   "datatype": "FP32", "data": [0.0] * 768}]}).encode()
+    with serving(engine, ServerConfig(max_batch=2, warmup=False)) as url:
+        status, answer = post(f"{url}/v2/models/additive/infer", body)
+    assert status == 500
+    assert json.loads(answer)["error"] == ("internal server error (RuntimeError); the server "
+                                           "log has the details")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +283,54 @@ def test_pictures_model_config_refuses_bad_inputs(required, optional, message):
     from i2i.export.triton_repo import pictures_config_text
     with pytest.raises(ValueError, match=message):
         pictures_config_text("m_pictures", required, optional, 4)
+
+
+class FakeTensor:
+    def __init__(self, rows: list[bytes]):
+        self.rows = rows
+
+    def as_numpy(self) -> np.ndarray:
+        return np.array([[r] for r in self.rows], dtype=np.object_)       # (N, 1) BYTES
+
+
+class DictRequest(dict):
+    """A request: its tensors, and its parameters as the backend gives them (JSON text)."""
+
+    def __init__(self, request: dict, params: dict):
+        super().__init__(request)
+        self.params = params
+
+    def parameters(self) -> str:
+        return json.dumps(self.params)
+
+
+class FakeBackend:
+    """What TritonPythonModel.rows reads of triton_python_backend_utils and a request."""
+
+    @staticmethod
+    def get_input_tensor_by_name(request, name):
+        return request["tensors"].get(name)
+
+
+def test_pictures_model_reads_rows_and_parameters_as_a_query():
+    from i2i.runtime.triton_python import TritonPythonModel
+    model = TritonPythonModel()
+    model.inputs = ["image", "exemplar", "mask"]
+    request = {"tensors": {"image": FakeTensor([b"a", b"b"]),
+                           "exemplar": FakeTensor([b"c", b"d"])}}
+    rows = model.rows(FakeBackend, DictRequest(request, {"strength": 0.5, "working": 32,
+                                                          "flag": True}))
+    assert rows == [({"image": b"a", "exemplar": b"c"}, {"strength": "0.5", "working": "32",
+                                                          "flag": "true"}),
+                    ({"image": b"b", "exemplar": b"d"}, {"strength": "0.5", "working": "32",
+                                                          "flag": "true"})]
+
+
+def test_pictures_model_refuses_inputs_of_different_row_counts():
+    from i2i.runtime.triton_python import TritonPythonModel
+    model = TritonPythonModel()
+    model.inputs = ["image", "exemplar"]
+    request = {"tensors": {"image": FakeTensor([b"a", b"b"]), "exemplar": FakeTensor([b"c"])}}
+    refused = model.rows(FakeBackend, DictRequest(request, {}))
+    assert "every picture input needs the same number of rows; got {'image': 2, " \
+           "'exemplar': 1}" in str(refused)

@@ -175,6 +175,11 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
             response.headers["Retry-After"] = "1"
         return response
 
+    async def internal(request: Request, exc: Exception) -> Response:
+        """A fault of the server itself, as JSON too (uvicorn logs the traceback)."""
+        return error(f"internal server error ({type(exc).__name__}); the server log has the "
+                     "details", 500)
+
     async def http_error(request: Request, exc: HTTPException) -> Response:
         """404 (unknown path), 405 (wrong method), ... as JSON, as the protocol wants."""
         allowed = (exc.headers or {}).get("Allow")
@@ -185,7 +190,7 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
 
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={InputError: handle, BatcherError: handle,
-                                        HTTPException: http_error, Exception: handle},
+                                        HTTPException: http_error, Exception: internal},
                     middleware=[Middleware(Guard, service=service, api_key=config.api_key)])
     app.state.service = service
 
