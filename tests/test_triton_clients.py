@@ -4,8 +4,10 @@ repository index, errors), then what only one of them has."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -15,11 +17,14 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import InferenceServerException
 
 from i2i.engines import open_engine
 from i2i.models import load
 from i2i.runtime import cli
+from i2i.runtime.grpc_service import encode_response, parse_request
+from i2i.runtime.protocol import ProtocolError
 
 from .server_utils import free_port, post, running, tiny_checkpoint
 
@@ -207,21 +212,26 @@ def test_bad_datatype_and_wrong_key_are_refused(server, protocol):
     assert "API key" in err.value.message()
 
 
-ENDPOINTS = [("GET", "/v2/models/adittive/config", 404, "unknown model 'adittive'"),
-             ("GET", "/v2/models/additive/versions/2/stats", 404, "version 2"),
-             ("GET", "/v2/nothing/here", 404, "no such endpoint '/v2/nothing/here'"),
-             ("GET", "/v2/repository/index", 405, "GET is not allowed"),
-             ("POST", "/v2/models/additive/config", 405, "POST is not allowed"),
-             ("POST", "/v2/repository/index", 400, "'ready' must be true or false")]
+ENDPOINTS = [("GET", "/v2/models/adittive/config", None, 404, "unknown model 'adittive'"),
+             ("GET", "/v2/models/additive/versions/2/stats", None, 404, "version 2"),
+             ("GET", "/v2/nothing/here", None, 404, "no such endpoint '/v2/nothing/here'"),
+             ("GET", "/v2/repository/index", None, 405, "GET is not allowed"),
+             ("POST", "/v2/models/additive/config", b"{}", 405, "POST is not allowed"),
+             ("POST", "/v2/repository/index", b'{"ready": "yes"}', 400,
+              "'ready' must be true or false"),
+             ("POST", "/v2/repository/index", b"{ready", 400,
+              "the repository index request is not valid JSON"),
+             ("POST", "/v2/repository/index", b"[]", 400,
+              "the repository index request must be a JSON object, got list")]
 
 
-@pytest.mark.parametrize("method,path,status,message", ENDPOINTS)
-def test_http_errors_are_json(server, method, path, status, message):
+@pytest.mark.parametrize("method,path,body,status,message", ENDPOINTS)
+def test_http_errors_are_json(server, method, path, body, status, message):
     if method == "GET":
-        got, body = get(server.url + path)
+        got, answer = get(server.url + path)
     else:
-        got, body = post(server.url + path, b'{"ready": "yes"}', HEADERS)
-    assert got == status and message in json.loads(body)["error"], body
+        got, answer = post(server.url + path, body, HEADERS)
+    assert got == status and message in json.loads(answer)["error"], answer
 
 
 def test_http_statistics_of_every_model_and_ready_only_index(server):
@@ -265,3 +275,66 @@ def test_a_fault_of_the_server_is_answered_as_json(checkpoint, monkeypatch):
     assert status == 500
     assert json.loads(answer)["error"] == ("internal server error (RuntimeError); the server "
                                            "log has the details")
+
+
+def request(*tensors: tuple[str, str, list[int], bytes | None], outputs=(), timeout=None):
+    """A ModelInferRequest by hand: (name, datatype, shape, raw bytes or None)."""
+    message = pb.ModelInferRequest(model_name="additive")
+    for name, datatype, shape, raw in tensors:
+        message.inputs.add(name=name, datatype=datatype, shape=shape)
+        if raw is not None:
+            message.raw_input_contents.append(raw)
+    for name in outputs:
+        message.outputs.add(name=name)
+    if timeout is not None:
+        message.parameters["timeout"].int64_param = timeout
+    return message
+
+
+ZEROS = np.zeros((1, 3, 4, 4), np.float32).tobytes()
+MALFORMED = [
+    (request(("image", "FP32", [1, 3, 4, 4], ZEROS), ("strength", "FP32", [1, 1], None)),
+     "has 2 inputs but 1 raw_input_contents"),
+    (request(("image", "FP32", [1, 3, 4, 4], ZEROS[:-4])), "188 raw bytes do not match shape"),
+    (request(("image", "FP32", [1, 3, 4, 4], None)), "give its 48 values as raw contents"),
+    (request(("image", "FP32", [1, 3, 4, 4], ZEROS), ("image", "FP32", [1, 3, 4, 4], ZEROS)),
+     "input 'image' is given twice"),
+    (request(("image", "INT8", [1, 3, 4, 4], ZEROS)), "datatype INT8"),
+    (request(("image", "FP32", [1, -3, 4, 4], ZEROS)), "invalid shape"),
+    (request(("image", "FP32", [1, 3, 4, 4], ZEROS), timeout=-5),
+     "timeout must be a positive number of microseconds, got -5"),
+    (request(("image", "FP32", [1, 3, 400, 400], ZEROS)), "this server takes at most 1000"),
+]
+
+
+@pytest.mark.parametrize("message,expected", MALFORMED, ids=[m[1][:24] for m in MALFORMED])
+def test_grpc_request_mistakes_are_named(message, expected):
+    with pytest.raises(ProtocolError, match=re.escape(expected)):
+        parse_request(message, max_elements=1000)
+
+
+def test_grpc_request_decodes_raw_and_typed_contents_and_names_unknown_outputs():
+    x = np.arange(48, dtype=np.float32).reshape(1, 3, 4, 4)
+    inputs, timeout = parse_request(request(("image", "FP16", [1, 3, 4, 4],
+                                             x.astype(np.float16).tobytes()), timeout=2500))
+    assert timeout == 2.5 and inputs["image"].dtype == torch.float32
+    np.testing.assert_array_equal(inputs["image"].numpy(), x)
+    typed = request(("image", "FP32", [1, 3, 4, 4], None))
+    typed.inputs[0].contents.fp32_contents.extend(x.reshape(-1).tolist())
+    np.testing.assert_array_equal(parse_request(typed)[0]["image"].numpy(), x)
+    with pytest.raises(ProtocolError, match=r"unknown output\(s\) \['mask2'\]"):
+        encode_response("additive", request(outputs=["mask2"]),
+                        {"translation": torch.zeros(1, 3, 4, 4)})
+
+
+def test_grpc_port_in_use_says_so(checkpoint):
+    from i2i.runtime.grpc_service import start_grpc
+    from i2i.runtime.service import ServerConfig, Service
+
+    service = Service(open_engine("eager", checkpoint=checkpoint), ServerConfig(warmup=False))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"cannot serve gRPC on 127.0.0.1:{port}"):
+            asyncio.run(start_grpc(service, "127.0.0.1", port))

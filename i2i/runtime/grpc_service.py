@@ -203,7 +203,8 @@ async def start_grpc(service: Service, host: str, port: int) -> grpc.aio.Server:
     # Rpcs left to the generated base class are plain functions: they run on this pool.
     server = grpc.aio.server(ThreadPoolExecutor(1, thread_name_prefix="i2i-grpc"),
                              options=[("grpc.max_receive_message_length", limit),
-                                      ("grpc.max_send_message_length", -1)])
+                                      ("grpc.max_send_message_length", -1),
+                                      ("grpc.so_reuseport", 0)])   # a taken port fails
     rpc.add_GRPCInferenceServiceServicer_to_server(Servicer(service), server)
     try:
         server.add_insecure_port(f"{host}:{port}")
