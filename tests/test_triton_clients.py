@@ -210,6 +210,12 @@ def test_bad_datatype_and_wrong_key_are_refused(server, protocol):
         client.get_model_config("additive", headers={"authorization": "Bearer wrong"})
     assert str(err.value.status()) == UNAUTHENTICATED[protocol]
     assert "API key" in err.value.message()
+    if protocol == "grpc":                       # counted in /metrics beside HTTP
+        text = get(f"{server.url}/metrics")[1].decode()
+        assert re.search(r'i2i_requests_total\{endpoint="grpc:ModelConfig",'
+                         r'status="UNAUTHENTICATED"\} [1-9]', text), text
+        assert re.search(r'i2i_requests_total\{endpoint="grpc:ModelInfer",'
+                         r'status="INVALID_ARGUMENT"\} [1-9]', text)
 
 
 ENDPOINTS = [("GET", "/v2/models/adittive/config", None, 404, "unknown model 'adittive'"),

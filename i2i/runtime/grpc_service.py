@@ -8,8 +8,9 @@ unchanged.
     ModelConfig ModelStatistics RepositoryIndex                      Triton's extensions
 
 The other rpcs (shared memory, load/unload, streaming, trace) answer UNIMPLEMENTED. Errors carry
-the status an HTTP client would get, mapped to gRPC codes (CODES). The API key, when set, is the
-metadata `authorization: Bearer KEY` (tritonclient's headers=); health rpcs stay open.
+the status an HTTP client would get, mapped to gRPC codes (CODES); /metrics counts every rpc.
+The API key, when set, is the metadata `authorization: Bearer KEY` (tritonclient's headers=);
+health rpcs stay open.
 """
 
 from __future__ import annotations
@@ -42,18 +43,26 @@ CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTIC
 
 
 def _answered(open_to_all: bool = False):
-    """An rpc that checks the API key (unless open_to_all) and turns the errors the server
-    knows into a status code and message."""
+    """An rpc that checks the API key (unless open_to_all), turns the errors the server knows
+    into a status code and message, and counts itself in i2i_requests (endpoint grpc:<rpc>,
+    status the code's name)."""
     def wrap(method):
+        endpoint = f"grpc:{method.__name__}"
+
         @functools.wraps(method)
         async def answer(self: Servicer, request, context: grpc.aio.ServicerContext):
+            code = grpc.StatusCode.UNKNOWN              # an error the server does not know
             try:
                 if not open_to_all:
                     self.authorise(context)
-                return await method(self, request, context)
+                response = await method(self, request, context)
+                code = grpc.StatusCode.OK
+                return response
             except (InputError, BatcherError) as err:
                 code = CODES.get(getattr(err, "status", 500), grpc.StatusCode.INTERNAL)
                 await context.abort(code, str(err))
+            finally:
+                self.service.metrics.requests.labels(endpoint, code.name).inc()
         return answer
     return wrap
 
