@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -255,3 +256,81 @@ def test_odd_tensor_names_are_escaped():
     odd = IOTensor('a"b\\c', (1,), "float32")
     text = config_text("m", "onnxruntime_onnx", [odd], [IOTensor("out", (1,), "float32")], 1)
     assert text_format.Parse(text, mc.ModelConfig()).input[0].name == 'a"b\\c'
+
+
+def test_pictures_model_config_parses_with_optional_inputs(tmp_path):
+    from i2i.export.triton_repo import write_pictures_model
+    folder = write_pictures_model(tmp_path, "lomit", ["image", "exemplar"], ["mask"], 8)
+    config = parse_config(folder / "config.pbtxt")
+    assert folder.name == "lomit_pictures" and config.backend == "python"
+    assert config.max_batch_size == 8 and config.HasField("dynamic_batching")
+    assert [(t.name, t.data_type, list(t.dims), t.optional) for t in config.input] == [
+        ("image", mc.TYPE_STRING, [1], False), ("exemplar", mc.TYPE_STRING, [1], False),
+        ("mask", mc.TYPE_STRING, [1], True)]
+    assert [(t.name, t.data_type) for t in config.output] == [("picture", mc.TYPE_STRING)]
+    assert config.parameters["export"].string_value == "../.."
+    assert config.parameters["engine"].string_value == "onnxruntime"
+    assert "from i2i.runtime.triton_python import TritonPythonModel" in (
+        folder / "1" / "model.py").read_text()
+
+
+@pytest.mark.parametrize("required,optional,message", [
+    ([], ["mask"], "at least one required picture input"),
+    (["image"], ["picture"], "may not be named 'picture'"),
+    (["image"], ["image"], r"\['image'\] are listed more than once"),
+])
+def test_pictures_model_config_refuses_bad_inputs(required, optional, message):
+    from i2i.export.triton_repo import pictures_config_text
+    with pytest.raises(ValueError, match=message):
+        pictures_config_text("m_pictures", required, optional, 4)
+
+
+class FakeTensor:
+    def __init__(self, rows: list[bytes]):
+        self.rows = rows
+
+    def as_numpy(self) -> np.ndarray:
+        return np.array([[r] for r in self.rows], dtype=np.object_)       # (N, 1) BYTES
+
+
+class DictRequest(dict):
+    """A request: its tensors, and its parameters as the backend gives them (JSON text)."""
+
+    def __init__(self, request: dict, params: dict):
+        super().__init__(request)
+        self.params = params
+
+    def parameters(self) -> str:
+        return json.dumps(self.params)
+
+
+class FakeBackend:
+    """What TritonPythonModel.rows reads of triton_python_backend_utils and a request."""
+
+    @staticmethod
+    def get_input_tensor_by_name(request, name):
+        return request["tensors"].get(name)
+
+
+def test_pictures_model_reads_rows_and_parameters_as_a_query():
+    from i2i.runtime.triton_python import TritonPythonModel
+    model = TritonPythonModel()
+    model.inputs = ["image", "exemplar", "mask"]
+    request = {"tensors": {"image": FakeTensor([b"a", b"b"]),
+                           "exemplar": FakeTensor([b"c", b"d"])}}
+    rows = model.rows(FakeBackend, DictRequest(request, {"strength": 0.5, "working": 32,
+                                                          "flag": True}))
+    assert rows == [({"image": b"a", "exemplar": b"c"}, {"strength": "0.5", "working": "32",
+                                                          "flag": "true"}),
+                    ({"image": b"b", "exemplar": b"d"}, {"strength": "0.5", "working": "32",
+                                                          "flag": "true"})]
+
+
+def test_pictures_model_refuses_inputs_of_different_row_counts():
+    from i2i.runtime.triton_python import TritonPythonModel
+    model = TritonPythonModel()
+    model.inputs = ["image", "exemplar"]
+    request = {"tensors": {"image": FakeTensor([b"a", b"b"]), "exemplar": FakeTensor([b"c"])}}
+    refused = model.rows(FakeBackend, DictRequest(request, {}))
+    assert "every picture input needs the same number of rows; got {'image': 2, " \
+           "'exemplar': 1}" in str(refused)

@@ -148,6 +148,7 @@ def build(checkpoint: Path, options: ExportOptions) -> Path:
         shutil.rmtree(out / "triton", ignore_errors=True)   # no stale <model>_trt from an old run
         for graph in graphs:
             graph.artifacts["triton"] = _triton(out, name, graph, options)
+        manifest["triton"] = _pictures(out, name, graphs, options)
     if gate.failures:
         manifest["parity_failures"] = gate.failures
     write_manifest(out / "manifest.json", manifest)
@@ -265,6 +266,18 @@ def _triton(out: Path, name: str, graph: Graph, options: ExportOptions) -> dict:
     options.log(f"  triton     repository {out / 'triton'} ({', '.join(f.name for f in folders)})")
     return {"repository": "triton", "models": [f.name for f in folders],
             "onnx": source.name, "max_batch_size": options.batch[2]}
+
+
+def _pictures(out: Path, name: str, graphs: list[Graph], options: ExportOptions) -> dict:
+    """triton/<name>_pictures/: the Python-backend model that takes encoded pictures of every
+    signature (the default signature's images required) and answers PNG."""
+    from .triton_repo import write_pictures_model
+    pictures = [t.name for g in graphs for t in g.spec.inputs if t.kind in ("image", "mask")]
+    required = [t.name for t in graphs[0].spec.of_kind("image")]
+    optional = [n for n in dict.fromkeys(pictures) if n not in required]
+    folder = write_pictures_model(out / "triton", name, required, optional, options.batch[2])
+    options.log(f"  triton     pictures model {folder.name} (Python backend)")
+    return {"repository": "triton", "pictures": folder.name}
 
 
 def _resolve_formats(options: ExportOptions) -> tuple[str, ...]:

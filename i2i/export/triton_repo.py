@@ -6,15 +6,18 @@ Layout written by `write_repository(root, name, ...)`:
     root/<name>/1/model.onnx          (+ its external-data files, if it has any)
     root/<name>_trt/config.pbtxt      platform tensorrt_plan (only when a plan is given)
     root/<name>_trt/1/model.plan
+    root/<model>_pictures/config.pbtxt   backend python (`write_pictures_model`): encoded
+    root/<model>_pictures/1/model.py     pictures in, PNG out, as i2i-serve's /v1/translate
 
 Serve it with
 
     tritonserver --model-repository exports/<model>/triton
 
-and query `<name>` (ONNX Runtime, any machine) or `<name>_trt` (TensorRT). A TensorRT plan is
-tied to the machine that built it: the `<name>_trt` model only loads on a server with the
-same TensorRT version as the export machine and a GPU of the same compute capability (the
-manifest records both); elsewhere re-export, or serve `<name>`.
+and query `<name>` (ONNX Runtime, any machine) or `<name>_trt` (TensorRT) with tensors, or
+`<model>_pictures` with PNG/JPEG bytes (its Python stub must import i2i: README "Triton").
+A TensorRT plan is tied to the machine that built it: the `<name>_trt` model only loads on a
+server with the same TensorRT version as the export machine and a GPU of the same compute
+capability (the manifest records both); elsewhere re-export, or serve `<name>`.
 
 config.pbtxt is protobuf text format of Triton's ModelConfig message. It is written by hand
 here (it is plain text) so that exporting needs no tritonclient; the tests parse it back with
@@ -138,6 +141,61 @@ def write_repository(root: Path, name: str, inputs: list[IOTensor], outputs: lis
         folders.append(_write_model(root / f"{name}_trt", texts[f"{name}_trt"],
                                     Path(plan_path), "model.plan"))
     return folders
+
+
+PICTURE_OUTPUT = "picture"
+PICTURES_MODEL_PY = '''"""i2i's pictures model for Triton's Python backend: encoded pictures in,
+PNG out, with the decoding, resolution policy and encoding of i2i-serve's /v1/translate. The
+stub's Python must import i2i and its engine (README "Triton")."""
+
+from i2i.runtime.triton_python import TritonPythonModel  # noqa: F401
+'''
+
+
+def pictures_config_text(name: str, required: list[str], optional: list[str],
+                         max_batch_size: int, engine: str = "onnxruntime",
+                         max_queue_delay_us: int = 5000) -> str:
+    """config.pbtxt of the Python-backend pictures model: one encoded picture per row of each
+    input (TYPE_STRING, dims [1]); `required` the default signature's images, `optional` the
+    other picture inputs (a mask file; a scheme in the parameters can fill a mask instead).
+    Its engine opens the i2i export two folders up (`export` parameter, relative to the model
+    folder: the repository is the export's triton/ folder)."""
+    _check_name(name)
+    _check_positive("max_batch_size", max_batch_size)
+    if not required:
+        raise ValueError(f"model {name!r} needs at least one required picture input")
+    if PICTURE_OUTPUT in required + optional:
+        raise ValueError(f"an input may not be named {PICTURE_OUTPUT!r}: it is the output")
+    names = required + optional
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"picture inputs {repeated} are listed more than once")
+    entries = [[f"    name: {_quote(n)}", "    data_type: TYPE_STRING", "    dims: [ 1 ]"]
+               + (["    optional: true"] if n in optional else []) for n in names]
+    lines = [f"name: {_quote(name)}", 'backend: "python"', f"max_batch_size: {max_batch_size}",
+             "input ["]
+    for i, entry in enumerate(entries):
+        lines += ["  {", *entry, "  }" + ("," if i < len(entries) - 1 else "")]
+    lines += ["]", "output [", "  {", f"    name: {_quote(PICTURE_OUTPUT)}",
+              "    data_type: TYPE_STRING", "    dims: [ 1 ]", "  }", "]",
+              "dynamic_batching {", f"  max_queue_delay_microseconds: {max_queue_delay_us}", "}",
+              "instance_group [", "  {", "    count: 1", "    kind: KIND_CPU", "  }", "]",
+              "parameters [",
+              '  { key: "export" value { string_value: "../.." } },',
+              f'  {{ key: "engine" value {{ string_value: {_quote(engine)} }} }}',
+              "]"]
+    return "\n".join(lines) + "\n"
+
+
+def write_pictures_model(root: Path, model: str, required: list[str], optional: list[str],
+                         max_batch_size: int) -> Path:
+    """root/<model>_pictures/ (config.pbtxt and 1/model.py); returns the folder."""
+    folder = Path(root) / f"{model}_pictures"
+    text = pictures_config_text(folder.name, required, optional, max_batch_size)
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    (folder / "1" / "model.py").write_text(PICTURES_MODEL_PY)
+    (folder / "config.pbtxt").write_text(text)
+    return folder
 
 
 def io_from_onnx(onnx_path: Path) -> tuple[list[IOTensor], list[IOTensor]]:

@@ -69,6 +69,14 @@ class BatcherStats:
     failed: int = 0  # requests answered with EngineFailed
     oom_splits: int = 0
     queue_depth: int = 0  # requests waiting now (not counting the running batch)
+    # Running totals since start (Triton's statistics extension): requests computed, rows,
+    # their summed waits and their batches' compute (each request charged its batch's), and
+    # per batch size [batches, seconds of compute].
+    executed: int = 0
+    rows: int = 0
+    waited_seconds: float = 0.0
+    computed_seconds: float = 0.0
+    by_size: dict[int, list[float]] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)
     queue_seconds: list[float] = field(default_factory=list)
     compute_seconds: list[float] = field(default_factory=list)
@@ -262,6 +270,11 @@ class Batcher:
         _record(stats.batch_sizes, [rows])
         _record(stats.queue_seconds, waited)
         _record(stats.compute_seconds, [compute])
+        stats.executed, stats.rows = stats.executed + len(batch), stats.rows + rows
+        stats.waited_seconds += sum(waited)
+        stats.computed_seconds += compute * len(batch)
+        totals = stats.by_size.setdefault(rows, [0, 0.0])
+        totals[0], totals[1] = totals[0] + 1, totals[1] + compute
         for req, outcome in zip(batch, outcomes, strict=True):
             if req.future.done():
                 continue  # timed out or cancelled while computing: nobody is waiting

@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, help="also serve KServe v2 gRPC (tritonclient.grpc, "
+                   "perf_analyzer) on this port, at --host; needs grpcio and tritonclient[grpc]")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-delay-ms", type=float, default=5.0)
     p.add_argument("--max-queue", type=int, default=256)
@@ -81,6 +83,21 @@ def open_from_args(args):
                        max_batch_size=args.max_batch)
 
 
+def check_grpc(args) -> None:
+    """--grpc-port: a usable port, and the gRPC packages installed."""
+    if args.input_dir:
+        raise ValueError("--grpc-port goes with serving; leave it out with --input-dir")
+    if not 0 < args.grpc_port < 65536 or args.grpc_port == args.port:
+        raise ValueError(f"--grpc-port must be a port from 1 to 65535 other than --port "
+                         f"({args.port}), got {args.grpc_port}")
+    try:
+        import grpc  # noqa: F401
+        from tritonclient.grpc import service_pb2_grpc  # noqa: F401
+    except ImportError as err:
+        raise ValueError(f"--grpc-port needs grpcio and tritonclient[grpc] ({err}); install "
+                         "them with: pip install 'i2i[grpc]'") from err
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -95,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.mask and not args.input_dir:
             raise ValueError("--mask goes with --input-dir; a served model takes its mask with "
                              "each request (a mask file, or ?mask=SCHEME on /v1/translate)")
+        if args.grpc_port is not None:
+            check_grpc(args)
         engine = open_from_args(args)
         if args.input_dir:
             folder_options(args, args.max_batch)     # bad NAME=VALUE pairs fail before work
@@ -111,11 +130,13 @@ def main(argv: list[str] | None = None) -> int:
                           api_key=args.api_key, max_body_bytes=int(args.max_body_mb * 2**20),
                           max_pixels=args.max_pixels, max_run_pixels=args.max_run_pixels,
                           body_timeout_s=args.body_timeout_s,
-                          max_inflight_bytes=int(args.max_inflight_mb * 2**20))
+                          max_inflight_bytes=int(args.max_inflight_mb * 2**20),
+                          grpc_port=args.grpc_port, grpc_host=args.host)
     app = create_app(engine, config)
     chosen = f"; {engine.spec.choice}" if engine.spec.choice else ""
+    grpc = f" and grpc://{args.host}:{args.grpc_port}" if args.grpc_port is not None else ""
     print(f"serving {engine.spec.model} ({engine.name} {engine.spec.precision}{chosen}) on "
-          f"http://{args.host}:{args.port}", flush=True)
+          f"http://{args.host}:{args.port}{grpc}", flush=True)
     # On SIGTERM/SIGINT the server stops accepting, reads the requests already sent, lets
     # running requests finish, then runs the app's shutdown, which drains the batcher's queue
     # (serving.py). Afterwards uvicorn re-raises the signal it caught; this handler turns that

@@ -1,5 +1,5 @@
-"""Prometheus metrics of one server: requests by endpoint and status, queue and compute time,
-batch sizes, queue depth, inference (images) and execution (batches) counts."""
+"""Prometheus metrics of one server: requests (HTTP and gRPC) by endpoint and status, queue and
+compute time, batch sizes, queue depth, inference (images) and execution (batches) counts."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("i2i_requests", "HTTP requests by endpoint and status",
-                                ["endpoint", "status"], registry=r)
+        self.requests = Counter("i2i_requests", "HTTP requests and gRPC rpcs by endpoint and "
+                                "status", ["endpoint", "status"], registry=r)
         self.queue_seconds = Histogram("i2i_queue_seconds", "time a batch's oldest request "
                                        "waited before compute", buckets=TIME_BUCKETS, registry=r)
         self.compute_seconds = Histogram("i2i_compute_seconds", "engine time per batch",

@@ -1,8 +1,13 @@
 """The HTTP server: KServe v2 / Triton inference protocol (tritonclient works unchanged), a plain
-image endpoint for people and curl, health with readiness after warm-up, Prometheus metrics.
+image endpoint for people and curl, health with readiness after warm-up, Prometheus metrics,
+and the Triton extensions tools call (extensions.py). With ServerConfig.grpc_port the same
+service answers KServe v2 gRPC too (grpc_service.py), sharing the batcher and the engine.
 
     GET  /v2/health/live | /v2/health/ready | /v2 | /v2/models/{model}[/versions/1][/ready]
     POST /v2/models/{model}[/versions/1]/infer        JSON tensors or the binary extension
+    GET  /v2/models/{model}[/versions/1]/config       Triton's model configuration (JSON)
+    GET  /v2/models[/{model}[/versions/1]]/stats      Triton's statistics
+    POST /v2/repository/index                         the repository index ({"ready": true})
     POST /v1/translate[?output=mask][&strength=0.5]   an image (raw body or multipart) -> PNG
                                                       (a knob in the query picks the model's
                                                       signature that takes it)
@@ -18,21 +23,17 @@ query (?mask=center:0.5, ?mask=rects:...), drawn on the image with the seed `see
 so the same query gives the same mask; every knob input (the additive `strength`) a number in
 the query. ?output=NAME returns an output, or a mask input as it was used.
 
-Errors are {"error": "..."} with a 4xx status (5xx only for engine failures and overload).
+Every error, an unknown path (404) and a wrong method (405) included, is {"error": "..."} with a
+4xx status (5xx only for engine failures and overload).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import hmac
-import logging
+import json
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-import torch
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -40,158 +41,31 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import __version__
-from ..engines import check_batch
 from ..models.spec import InputError
-from . import images, resolution
-from .batcher import Batcher, BatcherError
-from .kinds import knob_inputs, mask_input, warm_batch
-from .metrics import Metrics
-from .pictures import build_inputs, full_size_check
-from .protocol import HEADER_LENGTH, NAMES, ProtocolError, encode_infer, parse_infer
-from .resolution import NATIVE_BUDGET
-from .uploads import decode_files, resolution_of, scheme_of, uploads
+from . import extensions
+from .batcher import BatcherError
+from .protocol import HEADER_LENGTH, ProtocolError, encode_infer, parse_infer
+from .service import ServerConfig, Service
+from .translation import translate_upload
+from .uploads import uploads
 
-log = logging.getLogger("i2i.serve")
-
-
-@dataclass
-class ServerConfig:
-    max_batch: int = 32
-    max_delay_ms: float = 5.0
-    max_queue: int = 256
-    timeout_ms: float = 30_000.0
-    api_key: str | None = None
-    max_body_bytes: int = 64 << 20
-    max_pixels: int = images.DEFAULT_MAX_PIXELS
-    max_run_pixels: int = NATIVE_BUDGET         # N x H x W one request may give the engine
-    body_timeout_s: float = 60.0                # a body must arrive within this (408)
-    max_inflight_bytes: int = 512 << 20         # request bodies held at once (503 beyond)
-    cpu_workers: int = 2                        # threads that decode, resample and encode
-    warmup: bool = True
-
-
-class Service:
-    """The engine, its batcher and the metrics: what the routes share."""
-
-    def __init__(self, engine, config: ServerConfig):
-        self.engine, self.config = engine, config
-        self.max_batch = min(config.max_batch, engine.spec.max_batch_size)
-        # The engine's spec, with this server's batch limit: what every request is checked by.
-        self.spec = dataclasses.replace(engine.spec, max_batch_size=self.max_batch)
-        self.metrics = Metrics()
-        self.batcher = Batcher(engine.run, self.max_batch, config.max_delay_ms,
-                               config.max_queue, config.timeout_ms,
-                               on_batch=self.metrics.on_batch)
-        self.ready = False
-        self.inflight = 0                       # request body bytes held right now
-        self.mask = mask_input(self.spec)       # filled by a mask file or ?mask=SCHEME
-        # Decoding, resampling and encoding run here, never on the event loop.
-        self.pool = ThreadPoolExecutor(config.cpu_workers, thread_name_prefix="i2i-cpu")
-        # The most values one KServe request may carry: the run budget times the widest
-        # signature's channels per pixel.
-        per_pixel = max(sum(t.channels for t in s.inputs if t.spatial) or 1
-                        for s in self.spec.signatures.values())
-        self.max_elements = config.max_run_pixels * per_pixel
-
-    @contextlib.asynccontextmanager
-    async def body(self, request: Request):
-        """The request's body: at most max_body_bytes (413), arriving within body_timeout_s
-        (408), counted against the bytes all requests may hold at once (503) until the block
-        ends."""
-        limit, held = self.config.max_body_bytes, [0]
-        declared = request.headers.get("content-length")
-
-        async def read() -> bytes:
-            chunks = []
-            async for chunk in request.stream():
-                held[0] += len(chunk)
-                self.inflight += len(chunk)
-                if held[0] > limit:
-                    raise ProtocolError(f"request body is over the limit of {limit} bytes "
-                                        "(raise it with --max-body-mb)", status=413)
-                if self.inflight > self.config.max_inflight_bytes:
-                    raise ProtocolError("the server holds as many request bodies as it may; "
-                                        "retry shortly", status=503)
-                chunks.append(chunk)
-            return b"".join(chunks)
-
-        try:
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                await _drain(request, limit)
-                raise ProtocolError(f"request body of {declared} bytes is over the limit of "
-                                    f"{limit} (raise it with --max-body-mb)", status=413)
-            try:
-                body = await asyncio.wait_for(read(), self.config.body_timeout_s)
-            except asyncio.TimeoutError as err:
-                raise ProtocolError(f"the request body did not arrive within "
-                                    f"{self.config.body_timeout_s:g} s (--body-timeout-s)",
-                                    status=408) from err
-            yield body
-        finally:
-            self.inflight -= held[0]
-
-    async def cpu(self, fn, *args):
-        """fn(*args) on the CPU pool: the event loop keeps answering meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-
-    async def start(self) -> None:
-        await self.batcher.start()
-        if self.config.warmup:
-            await asyncio.to_thread(self.warm_up)
-        self.ready = True
-
-    def warm_up(self) -> None:
-        """Run every batch size of the default signature once (CUDA graphs and lazy compilation
-        happen here), and batch size 1 of every other signature."""
-        size = self.spec.size or self.spec.default_size
-        started = time.perf_counter()
-        for n in range(1, self.max_batch + 1):
-            self.engine.run(warm_batch(self.spec.default, n, size))
-        for signature in self.spec.signatures.values():
-            if signature is not self.spec.default:
-                self.engine.run(warm_batch(signature, 1, size))
-        log.info("warmed up batch sizes 1..%d in %.1f s", self.max_batch,
-                 time.perf_counter() - started)
-
-    async def stop(self) -> None:
-        self.ready = False
-        await self.batcher.stop(drain=True)
-        self.pool.shutdown(wait=False)
-
-    async def infer(self, inputs: dict[str, torch.Tensor], timeout_ms: float | None = None
-                    ) -> dict[str, torch.Tensor]:
-        """inputs: one signature's, (N, ...) of one N (and one H and W): checked here, once,
-        before the request is queued."""
-        await self.cpu(check_batch, self.spec, inputs)
-        first = next(t for t in inputs.values())
-        pixels = first.shape[0] * (first.shape[2] * first.shape[3] if first.dim() == 4 else 1)
-        if pixels > self.config.max_run_pixels:
-            raise ProtocolError(f"the request gives the engine {pixels} pixels (N x H x W); "
-                                f"this server runs at most {self.config.max_run_pixels} at once "
-                                "(raise it with --max-run-pixels, or send /v1/translate, "
-                                "which tiles large pictures)", status=413)
-        self.metrics.queue_depth.set(self.batcher.stats.queue_depth + 1)
-        try:
-            return await self.batcher.submit(inputs, timeout_ms)
-        except (ValueError, TypeError) as err:         # the batcher's own checks: the client's
-            raise ProtocolError(str(err)) from err
-        finally:
-            self.metrics.queue_depth.set(self.batcher.stats.queue_depth)
-
+__all__ = ["ServerConfig", "Service", "create_app"]
 
 def error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def _drain(request: Request, limit: int) -> None:
-    """Read the rest of a refused body and drop it (up to a bound), so the client gets the
-    answer instead of a connection reset while it is still sending."""
-    dropped = 0
-    async for chunk in request.stream():
-        dropped += len(chunk)
-        if dropped > 4 * limit:
-            break
+def _json_object(body: bytes, what: str) -> dict:
+    """An optional JSON object body ({} when empty); ProtocolError otherwise."""
+    if not body.strip():
+        return {}
+    try:
+        value = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ProtocolError(f"{what} is not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def create_app(engine, config: ServerConfig | None = None) -> Starlette:
@@ -213,68 +87,51 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
         return JSONResponse({"ready": service.ready}, status_code=200 if service.ready else 503)
 
     async def server_metadata(request: Request) -> Response:
-        return JSONResponse({"name": "i2i", "version": __version__,
-                             "extensions": ["binary_tensor_data"]})
+        return JSONResponse(service.server_metadata())
 
     async def model_metadata(request: Request) -> Response:
         check_model(request)
-        def tensors(specs):
-            return [{"name": t.name, "datatype": NAMES[t.dtype], "shape": list(t.shape)}
-                    for t in specs]
-        meta = {"name": name, "versions": ["1"], "platform": f"i2i_{engine.name}",
-                # beyond KServe v2: what runs the model, and why it was chosen (engine auto)
-                "engine": {"name": engine.name, "precision": service.spec.precision,
-                           "device": service.spec.device, "choice": service.spec.choice},
-                "inputs": tensors(service.spec.inputs),
-                "outputs": tensors(service.spec.outputs),
-                # beyond KServe v2: every signature a request may pick by its input names
-                "signatures": {label: {"inputs": tensors(s.inputs),
-                                       "outputs": tensors(s.outputs)}
-                               for label, s in service.spec.signatures.items()}}
-        return JSONResponse(meta)
+        return JSONResponse(service.metadata_json())
 
     async def model_ready(request: Request) -> Response:
         check_model(request)
         return JSONResponse({"name": name, "ready": service.ready},
                             status_code=200 if service.ready else 503)
 
+    async def model_config(request: Request) -> Response:
+        check_model(request)
+        return JSONResponse(service.config_json())
+
+    async def statistics(request: Request) -> Response:
+        if "model" in request.path_params:
+            check_model(request)
+        return JSONResponse(service.statistics_json())
+
+    async def repository_index(request: Request) -> Response:
+        async with service.body(request) as body:
+            options = _json_object(body, "the repository index request")
+        ready_only = options.get("ready", False)
+        if not isinstance(ready_only, bool):
+            raise ProtocolError(f"'ready' must be true or false, got {ready_only!r}")
+        return JSONResponse(extensions.repository_index(name, service.ready, ready_only))
+
     async def infer(request: Request) -> Response:
+        started = time.perf_counter_ns()
         check_model(request)
         async with service.body(request) as body:
             parsed = await service.cpu(parse_infer, body, request.headers.get(HEADER_LENGTH),
                                        service.max_elements)
-        outputs = await service.infer(parsed.inputs, parsed.timeout_ms)
+        outputs = await service.infer(parsed.inputs, parsed.timeout_ms, started)
         content, headers = await service.cpu(encode_infer, name, parsed, outputs)
         return Response(content, headers=headers)
 
     async def translate(request: Request) -> Response:
-        query, spec = request.query_params, service.spec
         async with service.body(request) as body:
-            files = await uploads(request, body, spec.default.image.name)
-        knobs = knob_inputs(query, spec)
-        scheme = scheme_of(query, name, service.mask, files)
-        policy = resolution_of(query, config.max_run_pixels)
-        given, masks = await service.cpu(decode_files, files, spec, config.max_pixels, scheme)
-        decoded = {k: p.image for k, p in given.items()}
-        inputs = await service.cpu(build_inputs, spec, decoded, masks, scheme, knobs)
-        signature = await service.cpu(full_size_check, spec, inputs)
-        # ?output=NAME: an output, or a mask input as it was used
-        described = {t.name: t for t in signature.outputs}
-        described.update({t.name: t for t in signature.of_kind("mask")
-                          if t.name not in described})
-        want = query.get("output", "translation")
-        if want not in described:
-            raise ProtocolError(f"output={want!r} is not an output of {name}; choose from "
-                                f"{list(described)}")
-        outputs = await resolution.translate(service.infer, spec, signature, inputs, policy,
-                                             service.cpu)
-        over = given[described[want].over or signature.image.name]
-        shown = outputs[want] if want in outputs else inputs[want]
-        notes = [p.note for p in given.values() if p.note]
-        png = await service.cpu(images.output_png, shown[0], described[want], over.image.size,
-                                over.alpha)
-        return Response(png, media_type="image/png",
-                        headers={"i2i-note": "; ".join(notes)} if notes else None)
+            files = await uploads(request, body, service.spec.default.image.name)
+        done = await translate_upload(service.spec, files, request.query_params, service.infer,
+                                      service.cpu, config.max_pixels, config.max_run_pixels)
+        return Response(done.png, media_type="image/png",
+                        headers={"i2i-note": "; ".join(done.notes)} if done.notes else None)
 
     async def metrics(request: Request) -> Response:
         service.metrics.queue_depth.set(service.batcher.stats.queue_depth)
@@ -283,12 +140,18 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
     routes = [
         Route("/v2/health/live", live), Route("/v2/health/ready", ready),
         Route("/v2", server_metadata),
+        Route("/v2/models/stats", statistics),
         Route("/v2/models/{model}", model_metadata),
         Route("/v2/models/{model}/versions/{version}", model_metadata),
         Route("/v2/models/{model}/ready", model_ready),
         Route("/v2/models/{model}/versions/{version}/ready", model_ready),
         Route("/v2/models/{model}/infer", infer, methods=["POST"]),
         Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{model}/config", model_config),
+        Route("/v2/models/{model}/versions/{version}/config", model_config),
+        Route("/v2/models/{model}/stats", statistics),
+        Route("/v2/models/{model}/versions/{version}/stats", statistics),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
         Route("/v1/translate", translate, methods=["POST"]),
         Route("/metrics", metrics),
     ]
@@ -296,7 +159,13 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await service.start()
+        grpc = None
+        if config.grpc_port is not None:        # the same service, batcher and engine
+            from .grpc_service import start_grpc
+            grpc = await start_grpc(service, config.grpc_host, config.grpc_port)
         yield
+        if grpc is not None:
+            await grpc.stop(grace=5)
         await service.stop()
 
     async def handle(request: Request, exc: Exception) -> Response:
@@ -305,6 +174,11 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
         if status == 503:                       # a full queue: come back shortly
             response.headers["Retry-After"] = "1"
         return response
+
+    async def internal(request: Request, exc: Exception) -> Response:
+        """A fault of the server itself, as JSON too (uvicorn logs the traceback)."""
+        return error(f"internal server error ({type(exc).__name__}); the server log has the "
+                     "details", 500)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         """404 (unknown path), 405 (wrong method), ... as JSON, as the protocol wants."""
@@ -316,7 +190,7 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
 
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={InputError: handle, BatcherError: handle,
-                                        HTTPException: http_error},
+                                        HTTPException: http_error, Exception: internal},
                     middleware=[Middleware(Guard, service=service, api_key=config.api_key)])
     app.state.service = service
 
