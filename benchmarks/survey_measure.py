@@ -6,7 +6,8 @@
                  i2i.eval.shapes.measure as the lambda_r sweep does; a figure with the inputs
                  and one column per model
     (b) cost     seconds per training step and the memory a step adds at its peak, for cut and
-                 fastcut against cyclegan with the same generator and batch, each recipe in a
+                 fastcut against cyclegan with the same generator and batch, at (a)'s setting
+                 and at the papers' (256x256, ngf 64, 9 blocks, batch 1), each recipe in a
                  fresh process, as ratios measured in one run. After a one-image step (it
                  loads the libraries' code and creates the Adam moments), the memory the
                  steps of the real batch add at their peak: on a GPU
@@ -65,6 +66,12 @@ FULL = dict(size=32, ngf=16, n_blocks=3, ndf=16, disc_layers=3, batch_size=8, co
 QUICK = dict(size=32, ngf=4, n_blocks=1, ndf=8, disc_layers=3, batch_size=2, count=8,
              step_rounds=2,
              latency_size=32, latency_ngf=4, latency_blocks=1, latency_rounds=2)
+# (b) again at the papers' own setting, where the seed's speed and memory claims were made:
+# 256x256, ngf 64, 9 blocks, a 3-layer PatchGAN with ndf 64, batch 1.
+PAPER_COST = dict(size=256, ngf=64, n_blocks=9, ndf=64, disc_layers=3, batch_size=1,
+                  step_rounds=5)
+QUICK_PAPER_COST = dict(size=64, ngf=8, n_blocks=2, ndf=8, disc_layers=3, batch_size=1,
+                        step_rounds=2)
 SHOWN = (0, 1, 2, 3)        # held-out images drawn in the figure
 PARITY = 1e-4               # onnxruntime vs eager, max abs, before timing
 
@@ -236,6 +243,19 @@ def report(record: dict, stem: str) -> str:
               "(ru_maxrss) minus its resident set before them; it also holds what the first "
               "steps at a new shape allocate once (oneDNN's and the allocator's caches), "
               "which dominates at tiny sizes")
+    paper = record.get("paper_cost")
+    if paper:
+        c = QUICK_PAPER_COST if record["quick"] else PAPER_COST
+        lines += ["", f"At the papers' setting ({c['size']}x{c['size']}, ngf {c['ngf']}, "
+                  f"{c['n_blocks']} blocks, ndf {c['ndf']}, batch {c['batch_size']}; median of "
+                  f"{c['step_rounds']} steps):", "",
+                  "| model | s / step | vs cyclegan | peak memory a step adds | vs cyclegan | "
+                  "training state |", "|---|---:|---:|---:|---:|---:|"]
+        for label, row in paper.items():
+            lines.append(f"| {label} | {row['seconds_per_step']:.3f} | "
+                         f"{row['time_vs_cyclegan']:.2f}x | {row['peak_bytes'] / 2**20:.1f} MiB"
+                         f" | {row['memory_vs_cyclegan']:.2f}x | "
+                         f"{row['state_bytes'] / 2**20:.1f} MiB |")
     lines += ["", f"Median of {s['step_rounds']} steps, after a one-image step and a warm-up "
               f"step at the batch, one fresh process per model. Memory a step adds: {memory}. "
               "Training state: parameters, gradients and Adam moments of every network "
@@ -276,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = quality(runs, steps, s, device)
         record = {"quick": args.quick, "steps": steps, "settings": s, "device": device,
                   "machine": machine, "cost": costs(s, device),
+                  "paper_cost": costs(QUICK_PAPER_COST if args.quick else PAPER_COST, device),
                   "latency": latency(s, Path(tmp)),
                   "quality": {k: {"metrics": v["metrics"]} for k, v in rows.items()}}
     slug = re.sub(r"[^a-z0-9]+", "-", f"{machine['cpu']} {machine['cpu_count']} cores".lower())
