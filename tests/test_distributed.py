@@ -46,15 +46,21 @@ def _options(root: Path, name: str, **values) -> TrainOptions:
     return TrainOptions(out=str(root / name), **{**TINY, **values})
 
 
-def _rank(rank: int, port: int, root: Path) -> None:
+def _rank(rank: int, ports: tuple[int, int], root: Path) -> None:
     """One of the two ranks: each run of RUNS straight, and cyclegan stopped after step 2 and
     resumed."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[0]), WORLD_SIZE="2",
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo")        # one group for every run: train() leaves it open
+    first, *others = RUNS.items()
+    # As under torchrun: train() makes the process group from the environment and ends it.
+    train(_options(root, f"two-{first[0]}", device="cpu", **first[1]))
+    assert not dist.is_initialized()
+    # A group the caller made is used and left open, so the other runs share one.
+    os.environ["MASTER_PORT"] = str(ports[1])
+    dist.init_process_group("gloo")
     try:
-        for name, values in RUNS.items():
+        for name, values in others:
             train(_options(root, f"two-{name}", device="cpu", **values))
         split = _options(root, "two-split", device="cpu", **RUNS["cyclegan"])
         train(replace(split, stop_after=2))
@@ -63,14 +69,19 @@ def _rank(rank: int, port: int, root: Path) -> None:
         dist.destroy_process_group()
 
 
+def _free_ports() -> tuple[int, int]:
+    """Two distinct free ports (both held while asked for)."""
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        return a.getsockname()[1], b.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     """Run folders: two-* by 2 gloo ranks at batch B, one-* by this process at 2 x B."""
     root = tmp_path_factory.mktemp("ranks")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_rank, args=(port, root), nprocs=2, start_method="spawn")
+    mp.start_processes(_rank, args=(_free_ports(), root), nprocs=2, start_method="spawn")
     for name, values in RUNS.items():
         train(_options(root, f"one-{name}", **{**values, "batch_size": 2 * values["batch_size"]}))
     return root
