@@ -63,7 +63,9 @@ class SampleNorm(nn.BatchNorm2d):
 
 class _GroupSum(torch.autograd.Function):
     """The sum of a tensor over a process group's ranks; the gradient of each rank's input is
-    the sum of every rank's output gradient (each rank's loss depends on every input)."""
+    the sum of every rank's output gradient (each rank's loss depends on every input): the
+    same sum, applied as this Function again so that a double backward (a gradient penalty
+    through a batch norm) differentiates it too."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:
@@ -74,9 +76,7 @@ class _GroupSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        grad = grad.clone()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad, None
+        return _GroupSum.apply(grad, ctx.group), None
 
 
 def check_norm(norm: str) -> None:
