@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from i2i.train import cli
+from i2i.train import cli, distributed
 from i2i.train.loop import TrainOptions, train
 
 TINY = dict(size=32, ngf=8, n_blocks=1, ndf=8, disc_layers=2, steps=3, progress=False,
@@ -191,3 +191,15 @@ def test_nproc_errors_are_clear_and_exit_2(monkeypatch, capsys, args, environ, m
         monkeypatch.setenv(key, value)
     assert cli.main([*args, "--out", "runs/x"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_more_ranks_than_gpus_on_a_node_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="rank 1 needs GPU 1, but this node has 1; launch at "
+                                         "most that many ranks per node"):
+        distributed.join("auto")
+    assert not dist.is_initialized()
