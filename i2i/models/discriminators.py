@@ -8,13 +8,14 @@ import torch
 from torch import nn
 
 from .cut import BlurDown
+from .norms import SampleNorm
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
+    if kind == "batch":     # eval-mode BatchNorm; a SampleNorm so that data parallel syncs it
+        return SampleNorm(channels, running=True)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}; known: instance, batch, none")

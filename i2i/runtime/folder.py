@@ -130,12 +130,21 @@ def _check_folders(input_dir: Path, output_dir: Path, recursive: bool) -> None:
 def translate_folder(engine, input_dir: Path, output_dir: Path,
                      options: FolderOptions | None = None) -> JobReport:
     options = options or FolderOptions()
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    files, names = list_inputs(engine.spec, Path(input_dir), Path(output_dir), options)
+    report = translate_files(engine, files, Path(output_dir), options, names)
+    finish(engine, Path(input_dir), Path(output_dir), options, names, report)
+    return report
+
+
+def list_inputs(spec: EngineSpec, input_dir: Path, output_dir: Path, options: FolderOptions
+                ) -> tuple[list[Path], dict[Path, Path]]:
+    """(the input files, sorted; input -> output stem) of a folder job, after every check of
+    the folders and of what the options give the model; the output folder is made."""
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
     _check_folders(input_dir, output_dir, options.recursive)
-    shared = _shared_pictures(engine.spec, options.pictures, options.max_pixels)
-    fixed, scheme = _masking(engine.spec, options.mask, options.max_pixels)
+    _shared_pictures(spec, options.pictures, options.max_pixels)
+    _masking(spec, options.mask, options.max_pixels)
     walk = input_dir.rglob("*") if options.recursive else input_dir.iterdir()
     files = sorted(p for p in walk if p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(input_dir).parts))
@@ -144,13 +153,26 @@ def translate_folder(engine, input_dir: Path, output_dir: Path,
     except OSError as err:
         raise OSError(f"could not create the output folder {output_dir} ({err.strerror or err}); "
                       "choose another output folder") from err
-    names = output_names(files, input_dir, options.masks)
+    return files, output_names(files, input_dir, options.masks)
+
+
+def translate_files(engine, files: list[Path], output_dir: Path, options: FolderOptions,
+                    names: dict[Path, Path]) -> JobReport:
+    """Translate `files` (some or all of a job's, `names` their output stems) through `engine`:
+    each skipped when done, else decoded, translated, encoded and written atomically. The
+    local command runs it once over every file; a Ray worker once per block of files."""
+    shared = _shared_pictures(engine.spec, options.pictures, options.max_pixels)
+    fixed, scheme = _masking(engine.spec, options.mask, options.max_pixels)
     job = _Job(Translator(engine, options.max_batch, options.max_delay_ms, options.resolution),
                output_dir, options, shared, fixed, scheme, names)
-    report = asyncio.run(job.run(files))
+    return asyncio.run(job.run(files))
+
+
+def finish(engine, input_dir: Path, output_dir: Path, options: FolderOptions,
+           names: dict[Path, Path], report: JobReport) -> None:
+    """index.html over a finished job (unless options.html is off)."""
     if options.html:
         _gallery(engine, input_dir, output_dir, options, names, report)
-    return report
 
 
 def _outputs(output_dir: Path, stem: Path) -> tuple[Path, Path]:

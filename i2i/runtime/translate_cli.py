@@ -17,7 +17,8 @@ EXAMPLES = """examples:
   i2i-translate photos/ out/ --model exports/additive --resolution mask --knob strength=0.5
   i2i-translate photos/ out/ --model runs/x/checkpoints/step_001000.safetensors --engine eager
   i2i-translate photos/ out/ --model exports/lomit --exemplar ref.png
-  i2i-translate photos/ out/ --model exports/maskcyclegan --mask center:0.5 --recursive"""
+  i2i-translate photos/ out/ --model exports/maskcyclegan --mask center:0.5 --recursive
+  i2i-translate /shared/photos /shared/out --model /shared/exports/additive --ray HEAD:6379"""
 
 
 def add_folder_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,14 +96,15 @@ def _split(items: list[str] | None, flag: str, example: str) -> list[tuple[str, 
     return pairs
 
 
-def run_folder(engine, input_dir: Path, output_dir: Path, options, prog: str = "i2i-translate"
-               ) -> int:
-    """Translate, print the report; 0 when every picture was translated or already done, 1 when
-    any failed, 2 for a bad setup (a missing or unwritable folder, bad options)."""
+def run_folder(engine, input_dir: Path, output_dir: Path, options, prog: str = "i2i-translate",
+               job=None) -> int:
+    """Translate (`job()` where given: the Ray job), print the report; 0 when every picture was
+    translated or already done, 1 when any failed, 2 for a bad setup (a missing or unwritable
+    folder, bad options)."""
     from .folder import translate_folder
     try:
-        report = translate_folder(engine, input_dir, output_dir, options)
-    except (OSError, ValueError) as err:
+        report = job() if job else translate_folder(engine, input_dir, output_dir, options)
+    except (OSError, ValueError, ImportError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print(f"translated {len(report.translated)}, already done {len(report.skipped)}, "
@@ -132,6 +134,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=4096 * 4096,
                    help="pictures with more pixels are refused before decoding")
     add_folder_arguments(p)
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", default=None,
+                   help="run as a Ray Data job: an actor pool with one engine per worker (a GPU "
+                        "each where the cluster has them); ADDRESS of a running cluster "
+                        "(HOST:6379, auto), none for a Ray started here. Needs i2i[ray]")
+    p.add_argument("--workers", type=int, default=None,
+                   help="--ray: actors in the pool (default: the cluster's GPUs, else CPUs)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
@@ -140,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from ..engines import open_engine
     from ..models import CheckpointError
+    if args.ray is not None:
+        return _ray(args)
+    if args.workers is not None:
+        print("i2i-translate: error: --workers sizes the Ray job's actor pool; add --ray",
+              file=sys.stderr)
+        return 2
     try:
         model = args.model
         export = model.is_dir()
@@ -154,6 +168,27 @@ def main(argv: list[str] | None = None) -> int:
     if engine.spec.choice:
         print(engine.spec.choice)
     return run_folder(engine, args.input, args.output, options)
+
+
+def _ray(args) -> int:
+    """The folder job on Ray (i2i/runtime/ray_job.py); the same report and exit codes."""
+    from ..models import CheckpointError
+    from .ray_job import EngineArgs, translate_with_ray
+    export = args.model.is_dir()
+    engine = EngineArgs(args.engine or ("onnxruntime" if export else "eager"), args.model,
+                        args.device, args.precision, args.max_batch)
+    try:
+        options = folder_options(args, args.max_batch)
+    except ValueError as err:
+        print(f"i2i-translate: error: {err}", file=sys.stderr)
+        return 2
+    job = lambda: translate_with_ray(engine, args.input, args.output, options,
+                                     address=args.ray or None, workers=args.workers)
+    try:
+        return run_folder(None, args.input, args.output, options, job=job)
+    except (FileNotFoundError, RuntimeError, CheckpointError) as err:
+        print(f"i2i-translate: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 
 from ..data import DataError
@@ -103,13 +105,42 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train on N ranks of this machine (torchrun --standalone "
+                        "--nproc-per-node N): one GPU each, or CPU processes with gloo; "
+                        "--batch-size is each rank's. For several machines run torchrun "
+                        "-m i2i.train.cli yourself")
     return p
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run this command as `nproc` ranks under torchrun (without --nproc); its exit status."""
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "i2i.train.cli", *rest]
+    return subprocess.call(command)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = vars(p.parse_args(argv))
-    resume = args.pop("resume")
+    resume, nproc = args.pop("resume"), args.pop("nproc")
+    if nproc < 1:
+        print(f"i2i-train: error: --nproc must be at least 1, got {nproc}", file=sys.stderr)
+        return 2
+    if nproc > 1:
+        if "WORLD_SIZE" in os.environ:
+            print("i2i-train: error: --nproc launches torchrun, but this process already is "
+                  "one of torchrun's ranks; leave out --nproc", file=sys.stderr)
+            return 2
+        return launch(nproc, sys.argv[1:] if argv is None else list(argv))
     try:
         get_entry(args["model"])
         options = TrainOptions(**args)
@@ -122,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\ni2i-train: interrupted; the newest checkpoint can be continued with --resume",
               file=sys.stderr)
         return 130
-    print(f"checkpoint: {final}")
+    if os.environ.get("RANK", "0") == "0":         # torchrun's other ranks say nothing
+        print(f"checkpoint: {final}")
     return 0
 
 

@@ -23,6 +23,7 @@ trained again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -36,7 +37,7 @@ from ..data import open_data
 from ..data.preprocess import Preprocess
 from ..models import read_document, save_checkpoint
 from ..runs import opposite, step_name
-from . import recovery
+from . import distributed, recovery
 from .figures import loss_curve
 from .recipe import Recipe, RecipeOptions
 from .registry import DEFAULT_MODEL, RecipeEntry, recipe_entry
@@ -86,6 +87,8 @@ class TrainOptions:
     flip: bool = True
     direction: str = "AtoB"           # BtoA: train B -> A (swaps the domains)
     fastcut: bool | None = None       # cut: train it as FastCUT (None -> False for cut)
+    nproc: int = 1                    # ranks training together (torchrun's WORLD_SIZE; the
+                                      # loop records it); batch_size is each rank's
 
     def recipe(self) -> RecipeEntry:
         """The registry entry these options train (model, and --supervised)."""
@@ -160,18 +163,34 @@ def newest_state(run: Path) -> Path | None:
 
 
 def train(options: TrainOptions, resume: bool = False) -> Path:
-    """Train per `options` into options.out; returns the final checkpoint's path."""
+    """Train per `options` into options.out; returns the final checkpoint's path. Launched by
+    torchrun, each rank trains its share of every batch (distributed.py); rank 0 writes."""
+    ranks, device_name = distributed.join(options.device)
+    try:
+        return _train(options, resume, ranks, device_name)
+    finally:
+        distributed.leave(ranks)
+
+
+def _train(options: TrainOptions, resume: bool, ranks: distributed.Ranks, device_name: str
+           ) -> Path:
     run = Path(options.out)
     start_step = 0
-    recovery.remove_partial_writes(run)
+    if ranks.writer:
+        recovery.remove_partial_writes(run)
     state_path = recovery.state_to_resume(run) if resume else None
     if state_path is not None:
         options = _resumed_options(state_path, options)
+        if options.nproc != ranks.size:
+            raise ValueError(f"--resume: {run} was trained by {options.nproc} rank(s) and this "
+                             f"launch has {ranks.size}; each step's batch spans the ranks, so "
+                             f"continue it with i2i-train --nproc {options.nproc}")
     else:
         recovery.check_fresh(run)
+        options = replace(options, nproc=ranks.size)
     options = options.resolved()
     torch.manual_seed(options.seed)
-    device = pick_device(options.device)
+    device = pick_device(device_name)
     entry = options.recipe()
     paired = entry.pairs
     data = open_data(options.data, options.size, paired=paired, seed=options.seed,
@@ -182,17 +201,19 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
     recipe.to(device)
     if state_path is not None:
         start_step = recovery.read_state(state_path, load_state, recipe, device)
-    run.mkdir(parents=True, exist_ok=True)
-    write_text(run / "options.json", json.dumps(asdict(options), indent=2) + "\n")
+    distributed.share(recipe, ranks)
     log_path = run / "log.jsonl"
-    truncate_log(log_path, start_step)
+    if ranks.writer:
+        run.mkdir(parents=True, exist_ok=True)
+        write_text(run / "options.json", json.dumps(asdict(options), indent=2) + "\n")
+        truncate_log(log_path, start_step)
     # Eight fixed pictures for samples/, or one where pictures keep their own shapes.
     shown = 8 if options.preprocessing().crops else 1
     fixed = {k: v.to(device) for k, v in data.batch(0, shown, options.seed + 12345).items()}
     meta = {"data": data.describe(), "loss_weights": recipe.loss_weights,
             "supervised": options.supervised, "direction": options.direction,
             "training": {k: getattr(options, k) for k in TRAINING_META}}
-    if state_path is not None:    # what a crash between two writes can have left beside it
+    if state_path is not None and ranks.writer:    # what a crash can have left beside it
         recovery.settle_checkpoints(run, start_step, {
             kind: lambda path, net=net, about=about: save_checkpoint(
                 path, entry.model, config, net.state_dict(), step=start_step, meta=about)
@@ -201,20 +222,29 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
                               enabled=options.amp and device.type == "cuda")
     end = min(options.steps, options.stop_after or options.steps)
     bar = tqdm(range(start_step, end), initial=start_step, total=options.steps,
-               disable=not options.progress, desc=f"{options.model} {run.name}",
+               disable=not (options.progress and ranks.writer),
+               desc=f"{options.model} {run.name}",
                dynamic_ncols=True)
     last = start_step
     started = time.perf_counter()
-    with open(log_path, "ab", buffering=0) as log:     # unbuffered: one write call a line
+    # Unbuffered: one write call a line. Ranks but 0 write nothing.
+    log_file = open(log_path, "ab", buffering=0) if ranks.writer else contextlib.nullcontext()
+    with log_file as log:
         for step in bar:
             recipe.set_lr(learning_rate(options, step))
             recipe.step_index = step
-            batch = {k: v.to(device) for k, v in
-                     data.batch(step, options.batch_size, options.seed).items()}
+            # Every rank draws the N x B batch and trains on its own B rows.
+            drawn = data.batch(step, options.batch_size * ranks.size, options.seed)
+            batch = {k: v.to(device) for k, v in ranks.rows(drawn).items()}
             with autocast:
                 losses = recipe.step(batch)
             last = step + 1
-            if last % options.log_every == 0 or last == end:
+            due = last % options.log_every == 0 or last == end
+            if due:
+                losses = ranks.mean(losses)
+            if not ranks.writer:
+                continue
+            if due:
                 append_record(log, {"step": last,
                                     "time": round(time.perf_counter() - started, 3),
                                     "lr": learning_rate(options, step), "losses": losses})
@@ -225,9 +255,10 @@ def train(options: TrainOptions, resume: bool = False) -> Path:
                 _write_checkpoint(run, entry.model, recipe, config, options, meta, last)
     bar.close()
     final = run / "checkpoints" / f"step_{last:06d}.safetensors"
-    if log_path.stat().st_size:
+    if ranks.writer and log_path.stat().st_size:
         loss_curve(read_log(log_path), run / "loss_curve.png",
                    title=f"{options.model} on {options.data}")
+    ranks.wait()            # every rank returns once rank 0's files are written
     return final
 
 

@@ -17,6 +17,7 @@ when whole). A crash can therefore leave:
 - a torn last line in log.jsonl (see runlog.py): dropped, with a warning.
 
 A state that cannot be read is an error naming it and saying what to do; nothing is guessed.
+Warnings name the caller of i2i.train.loop.train (stacklevel 4: here, _train, train).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def remove_partial_writes(run: Path) -> None:
         if folder.is_dir():
             for path in folder.glob(".*.tmp"):
                 warnings.warn(f"removing {path}, a partial write left by an interrupted run",
-                              stacklevel=3)
+                              stacklevel=4)
                 path.unlink(missing_ok=True)
 
 
@@ -126,18 +127,18 @@ def settle_checkpoints(run: Path, step: int, writers: Mapping[str, Callable[[Pat
         if later > step:
             warnings.warn(f"removing {path}: it is newer than the newest training state (step "
                           f"{step}), left by a run interrupted before saving its state; "
-                          "training reaches that step again", stacklevel=3)
+                          "training reaches that step again", stacklevel=4)
             path.unlink()
     for direction, write in writers.items():
         checkpoint = run / "checkpoints" / step_name(step, direction)
         if not checkpoint.exists():
             warnings.warn(f"writing {checkpoint} from its training state: the run was "
-                          "interrupted before writing it", stacklevel=3)
+                          "interrupted before writing it", stacklevel=4)
             write(checkpoint)
             continue
         try:
             read_checkpoint(checkpoint)
         except CheckpointError as err:
             warnings.warn(f"rewriting {checkpoint} from its training state: it cannot be read "
-                          f"({err})", stacklevel=3)
+                          f"({err})", stacklevel=4)
             write(checkpoint)
