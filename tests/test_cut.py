@@ -15,7 +15,7 @@ from i2i.models import build, make_config
 from i2i.models.cut import BlurDown, BlurUp, CUTGenerator
 from i2i.models.discriminators import PatchGAN
 from i2i.train.cli import main
-from i2i.train.cut import CUTRecipe, patch_nce
+from i2i.train.cut import CUTRecipe, antialiased, patch_nce
 from i2i.train.loop import TrainOptions, train
 from i2i.train.recipe import RecipeOptions
 
@@ -87,7 +87,7 @@ def test_nce_features_are_the_reference_layers(n_blocks, taps):
 
 def test_the_antialiased_patchgan_blurs_after_each_strided_step():
     torch.manual_seed(0)
-    plain, blurred = PatchGAN(3, 4, 3), PatchGAN(3, 4, 3, antialias=True)
+    plain, blurred = PatchGAN(3, 4, 3), antialiased(PatchGAN(3, 4, 3))
     # The reference's order: conv stride 1, (norm,) LeakyReLU, blur-then-stride-2, three times.
     kinds = [type(m).__name__ for m in blurred.net]
     assert kinds == ["Conv2d", "LeakyReLU", "BlurDown",

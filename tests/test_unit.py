@@ -14,11 +14,11 @@ from torch import nn
 from i2i.kernels import use_fused_kernels
 from i2i.kernels._triton import runs_triton
 from i2i.models import build, get_entry, load, make_config, read_document
-from i2i.models.discriminators import MultiScaleDiscriminator
 from i2i.train.cli import main
 from i2i.train.loop import TrainOptions, train
 from i2i.train.recipe import RecipeOptions
 from i2i.train.registry import RECIPES
+from i2i.train.unit import MultiScaleDiscriminator
 
 from .tolerances import assert_kernel_close
 

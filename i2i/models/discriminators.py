@@ -1,13 +1,11 @@
-"""Discriminators used in training: PatchGAN (reference `basic`/`n_layers`, optionally with
-CUT's anti-aliased downsampling), DCGAN-64, LOMIT's classifying critic and UNIT's multi-scale
-discriminator."""
+"""Discriminators used in training: PatchGAN (reference `basic`/`n_layers`), DCGAN-64 and LOMIT's
+classifying critic. A recipe whose reference has a discriminator of its own builds it in its
+own recipe file (i2i/train/), from these where it can."""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from .cut import BlurDown
 from .norms import SampleNorm
 
 
@@ -22,27 +20,19 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 
 class PatchGAN(nn.Module):
-    """n_layers=3 is the 70x70 PatchGAN: (N, C, 256, 256) -> (N, 1, 30, 30) logits.
-
-    antialias: each stride-2 conv becomes a stride-1 conv, its norm and LeakyReLU, then the
-    [1, 2, 1] blur-then-stride-2 (CUT's reference discriminator): (N, C, 256, 256) ->
-    (N, 1, 30, 30) as well."""
+    """n_layers=3 is the 70x70 PatchGAN: (N, C, 256, 256) -> (N, 1, 30, 30) logits."""
 
     def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3,
-                 norm: str = "instance", antialias: bool = False):
+                 norm: str = "instance"):
         super().__init__()
         use_bias = norm != "batch"
-        first = 1 if antialias else 2
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, first, 1), nn.LeakyReLU(0.2)]
-        layers += [BlurDown(ndf)] if antialias else []
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2)]
         channels = ndf
         for i in range(1, n_layers + 1):
             out = ndf * min(2 ** i, 8)
-            blur = antialias and i < n_layers
-            stride = 2 if i < n_layers and not antialias else 1
+            stride = 2 if i < n_layers else 1
             layers += [nn.Conv2d(channels, out, 4, stride, 1, bias=use_bias), _norm(norm, out),
                        nn.LeakyReLU(0.2)]
-            layers += [BlurDown(out)] if blur else []
             channels = out
         layers.append(nn.Conv2d(channels, 1, 4, 1, 1))
         self.net = nn.Sequential(*layers)
@@ -117,42 +107,3 @@ class ClassifyingCritic(nn.Module):
                              f"{tuple(x.shape[-2:])}")
         h = self.trunk(x)
         return self.source(h), self.classes(h).flatten(1)
-
-
-class MultiScaleDiscriminator(nn.Module):
-    """UNIT's discriminator (the public code's MsImageDis): the same plain conv net at `scales`
-    resolutions, each an average-pooled half of the previous one.
-
-    Per scale: `layers` x (reflect pad 1, conv4 stride 2, LeakyReLU 0.2), widths ndf, 2 ndf, ...,
-    no norm, then a 1x1 conv to one score per patch. Between scales: 3x3 average pooling, stride
-    2, padding 1, the padding left out of the average. forward(x) -> a list of `scales` score
-    maps, (N, 1, H / 2^(s + layers), ...) for scale s.
-    """
-
-    def __init__(self, in_channels: int = 3, ndf: int = 64, layers: int = 4, scales: int = 3):
-        super().__init__()
-        self.scales = nn.ModuleList([self._net(in_channels, ndf, layers) for _ in range(scales)])
-        self.pool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
-
-    @staticmethod
-    def _net(in_channels: int, ndf: int, layers: int) -> nn.Sequential:
-        body: list[nn.Module] = []
-        channels, out = in_channels, ndf
-        for _ in range(layers):
-            body += [nn.Conv2d(channels, out, 4, 2, 1, padding_mode="reflect"),
-                     nn.LeakyReLU(0.2)]
-            channels, out = out, out * 2
-        return nn.Sequential(*body, nn.Conv2d(channels, 1, 1))
-
-    @staticmethod
-    def smallest(layers: int, scales: int) -> int:
-        """The smallest H and W it takes: every conv's input at least 2 pixels (reflect pad)."""
-        return 2 ** (layers + scales - 1)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        scores = []
-        for index, net in enumerate(self.scales):
-            if index:
-                x = self.pool(x)
-            scores.append(net(x))
-        return scores

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.cut import CUTConfig, CUTTranslator
+from ..models.cut import BlurDown, CUTConfig, CUTTranslator
+from ..models.discriminators import PatchGAN
 from .losses import SeededStream, lsgan
 from .recipe import Recipe, RecipeOptions, adam, d_step, discriminator, set_requires_grad
 
@@ -49,6 +50,28 @@ SELF_SIMILAR = -10.0        # the reference's logit for a position against itsel
 
 def cut_config(o: RecipeOptions) -> CUTConfig:
     return CUTConfig(ngf=o.ngf, n_blocks=o.n_blocks)
+
+
+def antialiased(d: nn.Module) -> nn.Module:
+    """CUT's discriminator made from the shared one: in a PatchGAN each stride-2 conv becomes a
+    stride-1 conv whose LeakyReLU (after its norm) is followed by BlurDown, the [1, 2, 1]
+    blur-then-stride-2 of the generator, as the reference's discriminator downsamples:
+    (N, C, 256, 256) -> (N, 1, 30, 30), as the plain one. The layers are the PatchGAN's own, in
+    its order, so parameters and state_dict keys (net.<index>, the blurs holding no weights)
+    are as built before; any other discriminator (--disc dcgan) is returned as it is."""
+    if not isinstance(d, PatchGAN):
+        return d
+    layers: list[nn.Module] = []
+    strided = None                              # channels of a conv whose stride was taken
+    for layer in d.net:
+        if isinstance(layer, nn.Conv2d) and layer.stride == (2, 2):
+            layer.stride, strided = (1, 1), layer.out_channels
+        layers.append(layer)
+        if isinstance(layer, nn.LeakyReLU) and strided is not None:
+            layers.append(BlurDown(strided))
+            strided = None
+    d.net = nn.Sequential(*layers)
+    return d
 
 
 def l2_normalise(x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +115,7 @@ class CUTRecipe(Recipe):
         variant = "fastcut" if o.fastcut else "cut"
         self.translator = CUTTranslator(config)
         self.head = PatchHead(self.translator.generator.nce_channels())
-        self.d = discriminator(o, antialias=True)
+        self.d = antialiased(discriminator(o))
         self.nets = {"G": self.translator, "F": self.head, "D": self.d}
         self.optimizers = {"G": adam(self.translator.parameters(), o),
                            "F": adam(self.head.parameters(), o),

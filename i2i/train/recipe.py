@@ -62,14 +62,13 @@ def adam(params, o: RecipeOptions) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=o.lr, betas=o.betas)
 
 
-def discriminator(o: RecipeOptions, in_channels: int = 3, norm: str = "instance",
-                  antialias: bool = False) -> nn.Module:
+def discriminator(o: RecipeOptions, in_channels: int = 3, norm: str = "instance") -> nn.Module:
     if o.disc == "dcgan":
         if o.size != 64:
             raise ValueError(f"--disc dcgan needs --size 64, got {o.size}; use --disc patch")
         return DCGAN64(in_channels, o.ndf)
     if o.disc == "patch":
-        return PatchGAN(in_channels, o.ndf, o.disc_layers, norm, antialias)
+        return PatchGAN(in_channels, o.ndf, o.disc_layers, norm)
     raise ValueError(f"unknown discriminator {o.disc!r}; known: patch, dcgan")
 
 

@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.discriminators import MultiScaleDiscriminator
 from ..models.unit import UnitConfig, UnitTranslator
 from .losses import SeededStream, lsgan
 from .recipe import Recipe, RecipeOptions, following_code, set_requires_grad
@@ -56,6 +55,45 @@ class UnitWeights:
 def unit_config(o: RecipeOptions) -> UnitConfig:
     following_code(o)                   # a --follow other than paper or code fails here
     return UnitConfig(ngf=o.ngf, n_res=o.n_blocks)
+
+
+class MultiScaleDiscriminator(nn.Module):
+    """UNIT's discriminator (the public code's MsImageDis): the same plain conv net at `scales`
+    resolutions, each an average-pooled half of the previous one.
+
+    Per scale: `layers` x (reflect pad 1, conv4 stride 2, LeakyReLU 0.2), widths ndf, 2 ndf, ...,
+    no norm, then a 1x1 conv to one score per patch. Between scales: 3x3 average pooling, stride
+    2, padding 1, the padding left out of the average. forward(x) -> a list of `scales` score
+    maps, (N, 1, H / 2^(s + layers), ...) for scale s.
+    """
+
+    def __init__(self, in_channels: int = 3, ndf: int = 64, layers: int = 4, scales: int = 3):
+        super().__init__()
+        self.scales = nn.ModuleList([self._net(in_channels, ndf, layers) for _ in range(scales)])
+        self.pool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+
+    @staticmethod
+    def _net(in_channels: int, ndf: int, layers: int) -> nn.Sequential:
+        body: list[nn.Module] = []
+        channels, out = in_channels, ndf
+        for _ in range(layers):
+            body += [nn.Conv2d(channels, out, 4, 2, 1, padding_mode="reflect"),
+                     nn.LeakyReLU(0.2)]
+            channels, out = out, out * 2
+        return nn.Sequential(*body, nn.Conv2d(channels, 1, 1))
+
+    @staticmethod
+    def smallest(layers: int, scales: int) -> int:
+        """The smallest H and W it takes: every conv's input at least 2 pixels (reflect pad)."""
+        return 2 ** (layers + scales - 1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        scores = []
+        for index, net in enumerate(self.scales):
+            if index:
+                x = self.pool(x)
+            scores.append(net(x))
+        return scores
 
 
 def code_init(generators: list[nn.Module], discriminators: list[nn.Module]) -> None:
