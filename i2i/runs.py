@@ -21,9 +21,11 @@ _SUFFIX = {"AtoB": ".safetensors", "BtoA": ".BtoA.safetensors", "state": ".train
 _NAME = re.compile(r"step_(\d+)(\.BtoA|\.train)?\.safetensors")
 _KIND = {None: "AtoB", ".BtoA": "BtoA", ".train": "state"}
 
-# Why a run of these recipes has no B -> A checkpoint, by (model, supervised) as checkpoints
-# record them: each trains one generator. tests/test_btoa.py checks this against the recipes.
-ONE_WAY = {
+# A recipe that trains no B -> A generator says why in its checkpoints' meta["one_way"]
+# (Recipe.one_way). Checkpoints written before meta carried it fall back on this table, by
+# (model, supervised) as they record them; it is closed: a recipe added since writes its own.
+# tests/test_train_btoa.py checks it against the recipes.
+ONE_WAY_BEFORE_META = {
     ("pix2pix", False): "pix2pix trains one generator, on aligned A -> B pairs; "
                         "`i2i-train --model pix2pix --direction BtoA` trains one the other way",
     ("additive", True): "the supervised additive recipe fits one generator to aligned A -> B "

@@ -137,6 +137,18 @@ def test_one_way_runs_say_why_they_have_no_b_to_a_generator(tmp_path, capsys, mo
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("model,values", [("pix2pix", {"depth": 3, "ngf": 4}),
+                                          ("cyclegan", {"ngf": 4, "n_blocks": 1})])
+def test_the_reason_in_the_checkpoint_meta_is_the_one_given(tmp_path, model, values):
+    # A checkpoint says itself why its run has no B -> A generator (meta["one_way"]); that
+    # wins over the table kept for older checkpoints, and needs no entry in it.
+    path = _one(tmp_path, model, values, one_way="its recipe trains one way, said here")
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(path))}: a {model} run has no "
+                                              "B -> A generator to export: its recipe trains "
+                                              "one way, said here$"):
+        directed_checkpoint(path, "BtoA")
+
+
 def test_a_cycle_run_without_its_b_to_a_file_says_how_to_write_it(tmp_path):
     path = _one(tmp_path, "cyclegan", {"ngf": 4, "n_blocks": 1})
     with pytest.raises(CheckpointError, match=r"no B -> A checkpoint step_000004\.BtoA\."

@@ -16,7 +16,7 @@ import i2i.train.loop as loop
 from i2i.export import find_checkpoint
 from i2i.models import load, read_document
 from i2i.models.checkpoint import read_checkpoint
-from i2i.runs import ONE_WAY, opposite, parse_name, sibling, step_name
+from i2i.runs import ONE_WAY_BEFORE_META, opposite, parse_name, sibling, step_name
 from i2i.train import recovery
 from i2i.train.loop import logged_seconds, newest_state, train
 from i2i.train.recipe import RecipeOptions
@@ -127,8 +127,26 @@ def test_one_way_recipes_are_exactly_those_without_a_reverse_generator(name):
     recipe, _ = entry.make(RecipeOptions(size=16, ngf=4, n_blocks=1, depth=4, ndf=4,
                                          disc_layers=2))
     kinds = loop._generators(recipe, {"direction": "AtoB"})
-    one_way = (entry.model, entry.supervised) in ONE_WAY
+    one_way = recipe.one_way is not None
     assert sorted(kinds) == (["AtoB"] if one_way else ["AtoB", "BtoA"])
+    # The reason older checkpoints fall back on is the recipe's own, for the recipes it names.
+    assert ONE_WAY_BEFORE_META.get((entry.model, entry.supervised), recipe.one_way) == \
+        recipe.one_way
+
+
+def test_the_fallback_table_names_only_recipes_that_exist():
+    trained = {(entry.model, entry.supervised) for entry in RECIPES.values()}
+    assert set(ONE_WAY_BEFORE_META) <= trained
+
+
+def test_a_one_way_run_says_why_in_its_checkpoint(tmp_path, straight):
+    path = train(tiny(tmp_path, "one", supervised=True, steps=1))
+    meta = read_document(path)["meta"]
+    assert "fits one generator to aligned A -> B pairs" in meta["one_way"]
+    assert meta["supervised"] is True
+    assert not sibling(path, "BtoA").exists()
+    cycle = read_document(straight / "checkpoints" / "step_000006.safetensors")["meta"]
+    assert "one_way" not in cycle
 
 
 def test_run_file_names():

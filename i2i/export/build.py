@@ -42,7 +42,7 @@ from ..manifest import (
 )
 from ..models import get_entry, load, read_document, signatures
 from ..models.checkpoint import CheckpointError
-from ..runs import DIRECTIONS, ONE_WAY, parse_name, sibling
+from ..runs import DIRECTIONS, ONE_WAY_BEFORE_META, parse_name, sibling
 from . import parity
 from .calibration import DEFAULT_COUNT, Calibration, calibration_images
 from .gate import Gate, Graph
@@ -355,7 +355,7 @@ def directed_checkpoint(checkpoint: Path, direction: str | None) -> Path:
                               f"BtoA) and --direction AtoB was asked: export it with "
                               f"--direction BtoA, or {then}")
     model = document["model"]
-    reason = ONE_WAY.get((model, bool(meta.get("supervised"))))
+    reason = meta.get("one_way") or ONE_WAY_BEFORE_META.get((model, bool(meta.get("supervised"))))
     if reason:
         raise CheckpointError(f"{checkpoint}: a {model} run has no B -> A generator to export: "
                               f"{reason}")

@@ -45,6 +45,9 @@ class AdditiveRecipe(TwoWayRecipe):
 class AdditiveSupervisedRecipe(Recipe):
     """Seed 000, supervised: one mask generator, L1(clamp(x + m), y) + lambda_r |m|."""
 
+    one_way = ("the supervised additive recipe fits one generator to aligned A -> B pairs, "
+               "with no cycle and so no B -> A generator")
+
     def __init__(self, config: AdditiveConfig, o: RecipeOptions):
         self.translator = AdditiveTranslator(config)
         self.nets = {"G_AB": self.translator}

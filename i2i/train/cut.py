@@ -110,6 +110,9 @@ def gather_patches(feature: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 
 class CUTRecipe(Recipe):
+    one_way = ("cut trains one generator, A -> B, whose PatchNCE loss needs no reverse "
+               "generator; train B -> A as a run of its own with the domains swapped "
+               "(synthetic:square2circle, or trainA and trainB exchanged)")
 
     def __init__(self, config: CUTConfig, o: RecipeOptions):
         variant = "fastcut" if o.fastcut else "cut"

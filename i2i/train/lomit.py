@@ -166,6 +166,8 @@ def lomit_config(o: RecipeOptions) -> LomitConfig:
 
 class LomitRecipe(Recipe):
     labelled = True
+    one_way = ("lomit trains one generator for both ways, which takes on the exemplar's "
+               "attributes: translate with an exemplar of the other domain instead")
 
     def __init__(self, config: LomitConfig, o: RecipeOptions, n_labels: int,
                  weights: LomitWeights = LomitWeights()):

@@ -213,6 +213,8 @@ def _train(options: TrainOptions, resume: bool, ranks: distributed.Ranks, device
     meta = {"data": data.describe(), "loss_weights": recipe.loss_weights,
             "supervised": options.supervised, "direction": options.direction,
             "training": {k: getattr(options, k) for k in TRAINING_META}}
+    if recipe.one_way:                  # why no B -> A checkpoint: export reads it from here
+        meta["one_way"] = recipe.one_way
     if state_path is not None and ranks.writer:    # what a crash can have left beside it
         recovery.settle_checkpoints(run, start_step, {
             kind: lambda path, net=net, about=about: save_checkpoint(

@@ -18,6 +18,9 @@ def pix2pix_config(o: RecipeOptions) -> Pix2PixConfig:
 class Pix2PixRecipe(Recipe):
     """pix2pix: conditional GAN (BCE unless --gan-mode) on cat(A, B) + lambda_l1 x L1."""
 
+    one_way = ("pix2pix trains one generator, on aligned A -> B pairs; "
+               "`i2i-train --model pix2pix --direction BtoA` trains one the other way")
+
     def __init__(self, config: Pix2PixConfig, o: RecipeOptions):
         self.translator = Pix2PixTranslator(config)
         self.d = PatchGAN(2 * config.channels, o.ndf, o.disc_layers, norm="batch")

@@ -81,6 +81,10 @@ class Recipe(ABC):
     pools: dict[str, ImagePool]
     loss_weights: dict[str, float]
     labelled = False        # True: batches carry "label_A"/"label_B" (exemplar models)
+    # Why a run of this recipe has no B -> A checkpoint, for recipes that train no reverse
+    # generator of the same model; the loop records it in the checkpoint's meta["one_way"],
+    # where i2i-export --direction BtoA reads it.
+    one_way: str | None = None
     step_index = 0          # set by the loop before each step (recipes with update schedules)
 
     @classmethod
