@@ -54,7 +54,7 @@ from i2i.train.registry import RECIPES  # noqa: E402
 
 # label -> TrainOptions fields that pick the recipe
 MODELS = {"cyclegan": {"model": "cyclegan"}, "cut": {"model": "cut"},
-          "fastcut": {"model": "cut", "fastcut": True}}
+          "fastcut": {"model": "cut", "switches": {"fastcut": True}}}
 if "unit" in RECIPES:
     MODELS["unit"] = {"model": RECIPES["unit"].model}
 COST_MODELS = ("cyclegan", "cut", "fastcut")

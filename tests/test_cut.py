@@ -124,7 +124,8 @@ def test_patch_nce_negatives_stay_within_each_image():
 def _recipe(fastcut: bool) -> CUTRecipe:
     torch.manual_seed(0)
     return CUTRecipe(make_config("cut", {"ngf": 4, "n_blocks": 1}),
-                     RecipeOptions(size=16, ndf=4, disc_layers=2, lr=1e-3, fastcut=fastcut))
+                     RecipeOptions(size=16, ndf=4, disc_layers=2, lr=1e-3,
+                                   switches={"fastcut": fastcut}))
 
 
 def test_networks_start_from_the_reference_codes_xavier_init():
@@ -180,7 +181,8 @@ def test_a_few_steps_lower_the_patch_nce_loss():
 
 @pytest.mark.parametrize("fastcut", [None, True])
 def test_cut_resume_is_exact(tmp_path, fastcut):
-    values = dict(TINY_RUN, steps=6, decay_start=0.3, fastcut=fastcut)
+    values = dict(TINY_RUN, steps=6, decay_start=0.3,
+                  switches={} if fastcut is None else {"fastcut": fastcut})
     straight = train(TrainOptions(out=str(tmp_path / "straight"), **values))
     train(TrainOptions(out=str(tmp_path / "split"), **values, stop_after=3))
     resumed = train(TrainOptions(out=str(tmp_path / "split"), **values), resume=True)

@@ -13,8 +13,9 @@ from ..models import CheckpointError, UnknownModelError, get_entry
 from .init import INIT_TYPES, check_init
 from .loop import TrainOptions, train
 from .losses import GAN_MODES
-from .registry import check_options, trained_models
+from .registry import check_options, flag, switch_help, trained_models
 
+SWITCH = "switch:"          # the argparse dest of a recipe switch: SWITCH + its name
 EXAMPLE = ("example: i2i-train --model additive --data synthetic:circle2square --size 64 "
            "--steps 2000 --batch-size 16 --lambda-r 1.0 --seed 0 --out runs/circles")
 
@@ -93,9 +94,8 @@ def parser() -> argparse.ArgumentParser:
     reference.add_argument("--direction", choices=["AtoB", "BtoA"], default=d.direction,
                            help="BtoA trains the model from domain B to domain A (for aligned "
                                 "data: from the right half to the left)")
-    p.add_argument("--fastcut", action="store_const", const=True, default=None,
-                   help="cut: train FastCUT (PatchNCE x 10, no identity PatchNCE, flip "
-                        "equivariance) instead of CUT")
+    for name, words in switch_help().items():        # the recipes' own on/off flags
+        p.add_argument(f"--{flag(name)}", dest=SWITCH + name, action="store_true", help=words)
     p.add_argument("--lr", type=float, default=d.lr, help="default 2e-4 (lomit, unit: 1e-4)")
     p.add_argument("--decay-start", type=float, default=d.decay_start,
                    help="fraction of the steps after which the lr decays linearly to 0")
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = vars(p.parse_args(argv))
     resume, nproc = args.pop("resume"), args.pop("nproc")
+    given = {name: args.pop(name) for name in [n for n in args if n.startswith(SWITCH)]}
+    args["switches"] = {name[len(SWITCH):]: True for name, on in given.items() if on}
     if nproc < 1:
         print(f"i2i-train: error: --nproc must be at least 1, got {nproc}", file=sys.stderr)
         return 2

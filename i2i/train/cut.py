@@ -115,7 +115,8 @@ class CUTRecipe(Recipe):
                "(synthetic:square2circle, or trainA and trainB exchanged)")
 
     def __init__(self, config: CUTConfig, o: RecipeOptions):
-        variant = "fastcut" if o.fastcut else "cut"
+        fastcut = o.switches.get("fastcut", False)
+        variant = "fastcut" if fastcut else "cut"
         self.translator = CUTTranslator(config)
         self.head = PatchHead(self.translator.generator.nce_channels())
         self.d = antialiased(discriminator(o))
@@ -125,8 +126,8 @@ class CUTRecipe(Recipe):
                            "D": adam(self.d.parameters(), o)}
         self.stream = SeededStream(o.seed + 31)
         self.pools = {"patches": self.stream}
-        self.identity = not o.fastcut              # the reference's nce_idt
-        self.flip = o.fastcut                      # its flip_equivariance
+        self.identity = not fastcut                # the reference's nce_idt
+        self.flip = fastcut                        # its flip_equivariance
         self.loss_weights = {"variant": variant, "lambda_gan": LAMBDA_GAN,
                              "lambda_nce": LAMBDA_NCE[variant], "nce_identity": self.identity,
                              "flip_equivariance": self.flip, "nce_tau": NCE_TAU,

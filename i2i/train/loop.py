@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -40,7 +40,7 @@ from ..runs import opposite, step_name
 from . import distributed, recovery
 from .figures import loss_curve
 from .recipe import Recipe, RecipeOptions
-from .registry import DEFAULT_MODEL, RecipeEntry, recipe_entry
+from .registry import DEFAULT_MODEL, RECIPES, RecipeEntry, recipe_entry
 from .runlog import append_record, read_log, truncate_log
 from .state import load_state, read_state_document, save_state
 
@@ -86,7 +86,9 @@ class TrainOptions:
     load_size: int | None = None      # None -> 286/256 of --size
     flip: bool = True
     direction: str = "AtoB"           # BtoA: train B -> A (swaps the domains)
-    fastcut: bool | None = None       # cut: train it as FastCUT (None -> False for cut)
+    # The recipe's switches that are on or off (RecipeEntry.switches: --NAME of i2i-train),
+    # e.g. TrainOptions(model="cut", switches={"fastcut": True}); one left out is off.
+    switches: dict[str, bool] = field(default_factory=dict)
     nproc: int = 1                    # ranks training together (torchrun's WORLD_SIZE; the
                                       # loop records it); batch_size is each rank's
 
@@ -96,8 +98,10 @@ class TrainOptions:
 
     def resolved(self) -> TrainOptions:
         """A copy with every None default replaced by the recipe's value."""
-        values = self.recipe().defaults
-        return replace(self, **{k: v for k, v in values.items() if getattr(self, k) is None})
+        entry = self.recipe()
+        values = {k: v for k, v in entry.defaults.items() if getattr(self, k) is None}
+        switches = {**dict.fromkeys(entry.switches, False), **self.switches}
+        return replace(self, **values, switches=switches)
 
     def recipe_options(self, n_labels: int = 1) -> RecipeOptions:
         """The options a recipe is built from; unset ones keep RecipeOptions' defaults."""
@@ -110,7 +114,7 @@ class TrainOptions:
                       init_gain=self.init_gain, gan_mode=self.gan_mode,
                       lambda_cycle=self.lambda_cycle, lambda_identity=self.lambda_identity,
                       lambda_l1=self.lambda_l1, pool_size=self.pool_size,
-                      fastcut=self.fastcut)
+                      switches=dict(self.switches))
         return RecipeOptions(**{k: v for k, v in values.items() if v is not None})
 
     def preprocessing(self) -> Preprocess:
@@ -307,6 +311,9 @@ def _resumed_options(state_path: Path, given: TrainOptions) -> TrainOptions:
                                 lambda path: dict(read_state_document(path)["options"]))
     names = {f.name for f in fields(TrainOptions)}
     merged = {k: v for k, v in saved.items() if k in names}
+    merged["switches"] = {**_switches_saved_apart(saved), **merged.get("switches", {})}
+    if {**merged["switches"], **given.switches} == merged["switches"]:    # none given differs
+        given = replace(given, switches=merged["switches"])
     clashes = [k for k in names - RESUMABLE_CHANGES - {"out"}
                if getattr(given, k) != getattr(TrainOptions(out=""), k)
                and getattr(given, k) != merged.get(k)]
@@ -320,3 +327,10 @@ def _resumed_options(state_path: Path, given: TrainOptions) -> TrainOptions:
     merged["stop_after"] = given.stop_after       # never carried over from the saved run
     merged["out"] = given.out
     return TrainOptions(**merged)
+
+
+def _switches_saved_apart(saved: dict) -> dict[str, bool]:
+    """The switches a run of an older i2i saved as options of their own (e.g. "fastcut": true
+    beside "model"), where they now sit in "switches"; those saved as null were not given."""
+    known = {name for entry in RECIPES.values() for name in entry.switches}
+    return {k: v for k, v in saved.items() if k in known and v is not None}

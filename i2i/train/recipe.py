@@ -47,7 +47,7 @@ class RecipeOptions:
     n_labels: int = 1               # exemplar models: label columns the classifier predicts
     masks: str | None = None        # maskcyclegan: the mask scheme (i2i.data.masks); None -> rects
     follow: str = "paper"           # lomit, maskcyclegan: paper | code (their reference code)
-    fastcut: bool = False           # cut: the FastCUT variant of its objective
+    switches: dict[str, bool] = field(default_factory=dict)   # the recipe's, by name (registry)
     extra: dict = field(default_factory=dict)
 
 

@@ -3,7 +3,8 @@
 An entry says which objective trains which model (an i2i.models name), what data it needs
 (pairs: the pix2pix folder layout; labels: input/exemplar pairs with attribute labels), whether
 --supervised selects it, its defaults for the options left unset, the options only it takes,
-and how it makes the model's config from the options. The size rule comes from that config's
+its switches (on/off flags of its own, each a --NAME of i2i-train with its help) and how it
+makes the model's config from the options. The size rule comes from that config's
 spec (i2i.models), so the loop and the command line never ask which model they train.
 """
 
@@ -46,6 +47,7 @@ class RecipeEntry:
     supervised: bool = False                        # chosen by --supervised
     defaults: Mapping[str, Any] = field(default_factory=_defaults)   # for options left at None
     options: frozenset[str] = frozenset()           # TrainOptions fields only some recipes take
+    switches: Mapping[str, str] = field(default_factory=dict)   # name -> what --NAME turns on
 
     def make(self, o: RecipeOptions) -> tuple[Recipe, Any]:
         """(recipe, model config) for these options, its networks initialised as o says."""
@@ -85,8 +87,9 @@ RECIPES: dict[str, RecipeEntry] = {
                            options=INIT | {"gan_mode", "lambda_l1"}),
     # The CUT code's xavier-normal gain 0.02 initialisation; --fastcut picks FastCUT.
     "cut": RecipeEntry(CUTRecipe, "cut", cut_config,
-                       defaults=_defaults(fastcut=False, init_type="xavier", init_gain=0.02),
-                       options=INIT | {"fastcut"}),
+                       defaults=_defaults(init_type="xavier", init_gain=0.02), options=INIT,
+                       switches={"fastcut": "train FastCUT (PatchNCE x 10, no identity PatchNCE, "
+                                            "flip equivariance) instead of CUT"}),
     # LOMIT's paper: Adam 1e-4, batch 8, 4 residual blocks in the content encoder and decoder;
     # its own initialisation (He / N(0, 0.02), train/lomit.py), so no --init-type.
     "lomit": RecipeEntry(LomitRecipe, "lomit", lomit_config, labels=True,
@@ -126,12 +129,37 @@ def recipe_entry(model: str, supervised: bool = False) -> RecipeEntry:
 
 
 def check_options(entry: RecipeEntry, values: object) -> None:
-    """ValueError when `values` (TrainOptions) sets an option that only other recipes take."""
+    """ValueError when `values` (TrainOptions) sets an option or a switch that only other
+    recipes take, or a switch no recipe has."""
     for option in sorted(set().union(*(e.options for e in RECIPES.values()))):
         if getattr(values, option) is not None and option not in entry.options:
             takers = _listed(_models(lambda e, option=option: option in e.options))
             raise ValueError(f"--{option.replace('_', '-')} applies to {takers} only, "
                              f"not {entry.model!r}")
+    for name in sorted(values.switches):
+        if name in entry.switches:
+            continue
+        takers = _models(lambda e, name=name: name in e.switches)
+        if not takers:
+            known = ", ".join(f"--{flag(s)}" for s in switch_help()) or "none"
+            raise ValueError(f"--{flag(name)} is no recipe's switch; the switches: {known}")
+        raise ValueError(f"--{flag(name)} applies to {_listed(takers)} only, "
+                         f"not {entry.model!r}")
+
+
+def switch_help() -> dict[str, str]:
+    """Every recipe switch by name, with its help: '<the models that take it>: <its words>'."""
+    words: dict[str, str] = {}
+    for entry in RECIPES.values():
+        for name, said in entry.switches.items():
+            words.setdefault(name, said)
+    return {name: f"{_listed(_models(lambda e, name=name: name in e.switches))}: {said}"
+            for name, said in words.items()}
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of an option or switch name: lambda_r -> lambda-r."""
+    return name.replace("_", "-")
 
 
 def _models(keep: Callable[[RecipeEntry], bool]) -> list[str]:
