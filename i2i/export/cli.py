@@ -56,9 +56,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--static-size", action="store_true",
                    help="fix H and W in the graphs (default: dynamic where allowed)")
     p.add_argument("--direction", choices=["AtoB", "BtoA"], default=None,
-                   help="which generator of a cycle run (additive, cyclegan, maskcyclegan, "
-                        "unit) to export: BtoA takes the B -> A checkpoint beside the run's "
-                        "A -> B one (default: the checkpoint given, which for a run is A -> B)")
+                   help="which generator of a run that trains both ways (a cycle run) to "
+                        "export: BtoA takes the B -> A checkpoint beside the run's A -> B one "
+                        "(default: the checkpoint given, which for a run is A -> B); a one-way "
+                        "run's checkpoint says why it has none")
     p.add_argument("--out", type=Path, help="output folder (default exports/<model>, "
                                             "exports/<model>_BtoA for --direction BtoA)")
     p.add_argument("--allow-parity-failure", action="store_true",

@@ -13,7 +13,15 @@ from ..models import CheckpointError, UnknownModelError, get_entry
 from .init import INIT_TYPES, check_init
 from .loop import TrainOptions, train
 from .losses import GAN_MODES
-from .registry import check_options, flag, switch_help, trained_models
+from .registry import (
+    check_options,
+    default_text,
+    flag,
+    models_with,
+    switch_help,
+    takers,
+    trained_models,
+)
 
 SWITCH = "switch:"          # the argparse dest of a recipe switch: SWITCH + its name
 EXAMPLE = ("example: i2i-train --model additive --data synthetic:circle2square --size 64 "
@@ -28,10 +36,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=d.data,
                    help="synthetic:circle2square | synthetic:square2circle | a folder in the "
                         "CycleGAN layout (trainA/trainB), or root/train with A|B pairs for "
-                        "pix2pix and --supervised; lomit also takes synthetic:attributes"
+                        f"the paired recipes ({models_with('pairs')}); the labelled ones "
+                        f"({models_with('labels')}) also read synthetic:attributes"
                         "[:object_color|background] (labelled two-attribute scenes)")
     p.add_argument("--supervised", action="store_true",
-                   help="additive only: one generator trained with L1 to paired targets")
+                   help=f"{models_with('supervised')} only: the model's supervised recipe, one "
+                        "generator trained on paired targets")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--size", type=int, default=d.size, help="training crop size in pixels")
@@ -39,51 +49,60 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, default=None,
                    help="end this invocation at that step; continue later with --resume")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="default 16 (pix2pix: 1 as its reference; lomit: 8 as its paper)")
+                   help=f"default {default_text('batch_size')} (each recipe's reference)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--lambda-r", type=float, default=None,
-                   help="additive: weight of the L1 mask penalty (default 1.0, supervised 0.01)")
+                   help=f"{takers('lambda_r')}: weight of the L1 mask penalty (default "
+                        f"{default_text('lambda_r')})")
     p.add_argument("--ngf", type=int, default=d.ngf, help="generator width")
     p.add_argument("--n-blocks", type=int, default=d.n_blocks,
-                   help="ResNet blocks (default 9; lomit, unit: residual blocks in the "
-                        "encoder(s) and decoder(s), default 4)")
+                   help="residual blocks of the generator (of each of its encoders and "
+                        f"decoders where it has them; default {default_text('n_blocks')})")
     p.add_argument("--depth", type=int, default=None,
-                   help="pix2pix U-Net depth (8 = unet_256, 7 = unet_128; default from --size)")
+                   help="U-Net depth (8 = unet_256, 7 = unet_128; default from --size)")
     p.add_argument("--ndf", type=int, default=d.ndf, help="discriminator width")
     p.add_argument("--disc", default=d.disc, choices=["patch", "dcgan"],
-                   help="discriminator for additive/cyclegan (dcgan needs --size 64)")
+                   help="the shared discriminator, for the recipes that use it (dcgan needs "
+                        "--size 64)")
     p.add_argument("--disc-layers", type=int, default=d.disc_layers,
-                   help="discriminator layers (default 3; unit: per scale, default 4)")
+                   help="discriminator layers (per scale for a multi-scale one; default "
+                        f"{default_text('disc_layers')})")
     p.add_argument("--masks", default=None,
-                   help="maskcyclegan: mask scheme for training, e.g. rects (default, the "
+                   help=f"{takers('masks')}: mask scheme for training, e.g. rects (default, the "
                         "paper's Algorithm 1), rects:min_area=0.2,max_rects=4,full=0.2, "
                         "center:0.5")
     p.add_argument("--follow", default=None, choices=["paper", "code"],
-                   help="lomit, maskcyclegan: train as the paper says (default: paper) or as "
-                        "its published reference code does (code); unit: code (default, no "
-                        "weights shared between domains) or paper (shared latent layers); "
-                        "docs/REFERENCES.md lists each difference")
+                   help=f"{takers('follow')}: train as the paper says (paper) or as its "
+                        "published reference code does (code); default "
+                        f"{default_text('follow')}; docs/REFERENCES.md lists each difference")
     reference = p.add_argument_group(
         "reference options", "the CycleGAN/pix2pix reference's names for them; docs/REFERENCES.md "
         "lists each recipe's defaults")
     reference.add_argument("--init-type", choices=INIT_TYPES, default=None,
-                           help="weight initialisation (default normal as the reference code; "
-                                "additive: default = PyTorch's; lomit has its paper's own)")
+                           help=f"{takers('init_type')}: weight initialisation, default "
+                                "being PyTorch's (default "
+                                f"{default_text('init_type')}); the other recipes have their "
+                                "references' own")
     reference.add_argument("--init-gain", type=float, default=None,
-                           help="std of normal, gain of xavier/orthogonal (default 0.02)")
+                           help="std of normal, gain of xavier/orthogonal (default "
+                                f"{default_text('init_gain')})")
     reference.add_argument("--gan-mode", choices=list(GAN_MODES), default=None,
-                           help="cyclegan, pix2pix: the GAN loss (default lsgan; pix2pix vanilla);"
-                                " wgangp adds a gradient penalty of weight 10")
+                           help=f"{takers('gan_mode')}: the GAN loss (default "
+                                f"{default_text('gan_mode')}); wgangp adds a gradient penalty "
+                                "of weight 10")
     reference.add_argument("--lambda-cycle", type=float, default=None,
-                           help="additive, cyclegan, maskcyclegan: cycle weight (default 10)")
+                           help=f"{takers('lambda_cycle')}: cycle weight (default "
+                                f"{default_text('lambda_cycle')})")
     reference.add_argument("--lambda-identity", type=float, default=None,
-                           help="cyclegan: identity weight as a fraction of --lambda-cycle "
-                                "(default 0.5; 0 turns it off)")
+                           help=f"{takers('lambda_identity')}: identity weight as a fraction "
+                                f"of --lambda-cycle (default {default_text('lambda_identity')}; "
+                                "0 turns it off)")
     reference.add_argument("--lambda-l1", type=float, default=None,
-                           help="pix2pix: weight of the L1 term (default 100)")
+                           help=f"{takers('lambda_l1')}: weight of the L1 term (default "
+                                f"{default_text('lambda_l1')})")
     reference.add_argument("--pool-size", type=int, default=None,
-                           help="additive, cyclegan, maskcyclegan: generated images kept for the "
-                                "discriminators (default 50; 0: none)")
+                           help=f"{takers('pool_size')}: generated images kept for the "
+                                f"discriminators (default {default_text('pool_size')}; 0: none)")
     reference.add_argument("--preprocess", choices=PREPROCESS, default=d.preprocess,
                            help="folders: what each training image goes through (default "
                                 "resize_and_crop)")
@@ -96,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
                                 "data: from the right half to the left)")
     for name, words in switch_help().items():        # the recipes' own on/off flags
         p.add_argument(f"--{flag(name)}", dest=SWITCH + name, action="store_true", help=words)
-    p.add_argument("--lr", type=float, default=d.lr, help="default 2e-4 (lomit, unit: 1e-4)")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"default {default_text('lr')}")
     p.add_argument("--decay-start", type=float, default=d.decay_start,
                    help="fraction of the steps after which the lr decays linearly to 0")
     p.add_argument("--sample-every", type=int, default=d.sample_every)

@@ -7,8 +7,7 @@ A run folder holds:
     checkpoints/step_XXXXXX.train.safetensors   resumable training state (newest only)
     checkpoints/step_XXXXXX.safetensors   the inference checkpoint (i2i.models.load reads it)
     checkpoints/step_XXXXXX.BtoA.safetensors   the B -> A generator's, for recipes with one of
-                                          the same model (additive, cyclegan, maskcyclegan,
-                                          unit)
+                                          the same model (the cycle recipes)
     loss_curve.png                        written at the end
 
 At each checkpoint step the state is written before the checkpoints (A -> B, then B -> A),
@@ -61,7 +60,7 @@ class TrainOptions:
     depth: int | None = None          # pix2pix; None -> deepest the size allows, at most 8
     ndf: int = 64
     disc: str = "patch"
-    disc_layers: int | None = None    # None -> the recipe's default (3; unit: 4 per scale)
+    disc_layers: int | None = None    # None -> the recipe's default (per scale if multi-scale)
     lr: float | None = None
     decay_start: float = 0.5          # fraction of steps after which lr decays linearly to 0
     sample_every: int = 500
@@ -72,7 +71,7 @@ class TrainOptions:
     progress: bool = True
     stop_after: int | None = None     # end this invocation at that step (resume later)
     masks: str | None = None          # recipes that take it: mask scheme, e.g. rects, center:0.5
-    follow: str | None = None         # lomit, maskcyclegan, unit: paper | code (entry default)
+    follow: str | None = None         # recipes that take it: paper | code (entry default)
     # Recipes that take them (registry.py); None -> the recipe's default.
     init_type: str | None = None      # normal | xavier | kaiming | orthogonal | default
     init_gain: float | None = None

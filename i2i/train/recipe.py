@@ -1,6 +1,6 @@
 """What every training recipe shares: its options, the Recipe base, the two-generator cycle set-up,
-and the Adam, discriminator and update helpers. One file per objective builds on it
-(additive, cyclegan, cut, pix2pix, lomit, maskcyclegan, unit); train/registry.py names them.
+and the Adam, discriminator and update helpers. One file per objective builds on it;
+train/registry.py names them.
 
 A recipe's `translator` is the inference module written to checkpoints (A -> B). Everything
 else it trains (the reverse generator, discriminators) lives only in the training state.
@@ -38,7 +38,7 @@ class RecipeOptions:
     lambda_identity: float = 0.5    # cyclegan: times lambda_cycle, as the reference does
     lambda_l1: float = 100.0        # pix2pix
     pool_size: int = 50
-    gan_mode: str = "lsgan"         # cyclegan, pix2pix: lsgan | vanilla | wgangp (losses.py)
+    gan_mode: str = "lsgan"         # recipes that take it: lsgan | vanilla | wgangp (losses.py)
     init_type: str = "default"      # train/init.py; the registry gives each recipe its own
     init_gain: float = 0.02
     lr: float = 2e-4
@@ -46,7 +46,7 @@ class RecipeOptions:
     seed: int = 0
     n_labels: int = 1               # exemplar models: label columns the classifier predicts
     masks: str | None = None        # maskcyclegan: the mask scheme (i2i.data.masks); None -> rects
-    follow: str = "paper"           # lomit, maskcyclegan: paper | code (their reference code)
+    follow: str = "paper"           # recipes that take it: paper | code (their reference code)
     switches: dict[str, bool] = field(default_factory=dict)   # the recipe's, by name (registry)
     extra: dict = field(default_factory=dict)
 

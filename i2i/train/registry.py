@@ -147,6 +147,47 @@ def check_options(entry: RecipeEntry, values: object) -> None:
                          f"not {entry.model!r}")
 
 
+def takers(option: str) -> str:
+    """The models whose recipes take an option ('a, b and c'), for help texts."""
+    return _listed(_models(lambda e: option in e.options))
+
+
+def models_with(kind: str) -> str:
+    """The models with a recipe of that kind (pairs, labels or supervised), for help texts; a
+    supervised recipe is named 'model --supervised'."""
+    names = [f"{e.model} --supervised" if e.supervised and kind != "supervised" else e.model
+             for e in RECIPES.values() if getattr(e, kind)]
+    return _listed(list(dict.fromkeys(names)))
+
+
+def default_text(option: str) -> str:
+    """The recipes' defaults of an option, for help texts: the most common value first, then
+    the others with the recipes that have them ('9; lomit and unit: 4'). Only the recipes that
+    take an option some others lack are counted."""
+    special = set().union(*(e.options for e in RECIPES.values()))
+    entries = [e for e in RECIPES.values()
+               if option in e.defaults and (option not in special or option in e.options)]
+    groups: dict[str, list[str]] = {}
+    for entry in entries:
+        value = entry.defaults[option]
+        split = any(e.model == entry.model and e.defaults[option] != value for e in entries)
+        label = f"{entry.model} --supervised" if split and entry.supervised else entry.model
+        groups.setdefault(_shown(value), []).append(label)
+    if not groups:
+        return "none"
+    ranked = sorted(groups.items(), key=lambda group: -len(group[1]))   # stable: RECIPES order
+    first, *others = ranked
+    return "; ".join([first[0], *(f"{_listed(list(dict.fromkeys(labels)))}: {value}"
+                                  for value, labels in others)])
+
+
+def _shown(value: Any) -> str:
+    """2e-4, 0.5, 10, lsgan: numbers as their flags are written."""
+    if isinstance(value, float) and 0 < abs(value) < 1e-3:
+        return f"{value:.0e}".replace("e-0", "e-")
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def switch_help() -> dict[str, str]:
     """Every recipe switch by name, with its help: '<the models that take it>: <its words>'."""
     words: dict[str, str] = {}
@@ -167,5 +208,7 @@ def _models(keep: Callable[[RecipeEntry], bool]) -> list[str]:
 
 
 def _listed(names: list[str]) -> str:
-    """'a', 'a and b', 'a, b and c'."""
+    """'a', 'a and b', 'a, b and c'; 'none' for no names."""
+    if not names:
+        return "none"
     return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
