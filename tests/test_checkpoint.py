@@ -24,22 +24,12 @@ from i2i.models import (
     save_checkpoint,
 )
 
-TINY = {
-    "additive": {"ngf": 4, "n_blocks": 1, "strength": 0.6},
-    "cyclegan": {"ngf": 4, "n_blocks": 2},
-    "cut": {"ngf": 4, "n_blocks": 2},
-    "lomit": {"ngf": 4, "style_dim": 4, "n_res": 1, "mlp_dim": 8, "mask_layers": 2},
-    "maskcyclegan": {"ngf": 4, "n_blocks": 1},
-    "pix2pix": {"ngf": 4, "depth": 5},
-    "unit": {"ngf": 4, "n_res": 1},
-}
-
-
+from .test_models import TINY  # the tiny configuration of every model, in one place
 
 
 def tiny(name: str, seed: int = 0) -> tuple[nn.Module, object]:
     """(module with random weights, config); BN affine and running stats are non-trivial."""
-    assert name in TINY, f"model {name!r} has no tiny configuration in tests/test_checkpoint.py"
+    assert name in TINY, f"model {name!r} has no tiny configuration in tests/test_models.py"
     config = make_config(name, TINY[name])
     torch.manual_seed(seed)
     module = build(name, config)
