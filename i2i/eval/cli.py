@@ -115,7 +115,7 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _sets(args) -> tuple[object, PictureFiles, dict]:
+def _sets(args) -> tuple[PictureFiles | Translated, PictureFiles, dict]:
     """(the generated pictures, the target pictures, what the report says they are)."""
     if args.model is None:
         generated, target = (PictureFiles.of(f) for f in args.folders)
