@@ -99,6 +99,10 @@ def test_unpaired_folders_give_the_distribution_metrics_only(tmp_path, capsys):
     written = json.loads(report.read_text())
     assert written["paired"] is None and written["pictures"]["paired"] == 0
     assert written["pictures"]["target"] == 5
+    # Numbered pictures of unpaired sets share names: --unpaired says they are not pairs.
+    code, out, _ = run([generated, generated, "--features", "tiny", "--unpaired",
+                        "--json", report], capsys)
+    assert code == 0 and json.loads(report.read_text())["paired"] is None
 
 
 def test_aligned_pictures_translate_each_a_half_against_its_b_half(checkpoint, tmp_path,

@@ -51,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
                    help="the one folder holds A|B pictures side by side (pix2pix): each A "
                         "half is translated and compared with its B half (B to A for a model "
                         "trained --direction BtoA)")
+    p.add_argument("--unpaired", dest="pairs", action="store_false",
+                   help="the two folders are not pairs even where file names match (numbered "
+                        "test sets): no pixel accuracy, PSNR or SSIM")
     p.add_argument("--features", choices=list(FEATURES), default=None,
                    help="the feature network: inception (default; needs --inception) or tiny, "
                         "a seeded random net whose numbers are NOT comparable with published "
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         options = CompareOptions(kid_subsets=args.kid_subsets,
                                  kid_subset_size=args.kid_subset_size, k=args.k,
                                  tolerance=args.tolerance, batch_size=args.batch_size,
-                                 progress=args.progress)
+                                 pairs=args.pairs, progress=args.progress)
         report = compare(generated, target, net.to(_device(args.device)), options)
     except (ValueError, FileNotFoundError, RuntimeError, CheckpointError, InputError) as err:
         print(f"i2i-eval: error: {err}", file=sys.stderr)

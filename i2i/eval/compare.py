@@ -33,6 +33,7 @@ class CompareOptions:
     tolerance: int = TOLERANCE
     batch_size: int = 32              # pictures per feature network run
     seed: int = 0                     # KID's subsets
+    pairs: bool = True                # False: no paired metrics, even where names match
     progress: bool = True
 
 
@@ -57,7 +58,7 @@ def compare(generated: PictureFiles | Translated, target: PictureFiles, net: nn.
     made, wanted = FeatureBatches(net, options.batch_size, device), \
         FeatureBatches(net, options.batch_size, device)
     pairs = PairedTotals(options.tolerance)
-    partners = target.names()
+    partners = target.names() if options.pairs else {}
     with tqdm(total=len(generated) + len(target), desc="pictures", unit="img",
               disable=not options.progress) as bar:
         for name, picture in generated:
@@ -119,7 +120,8 @@ def table(report: dict) -> str:
         meaning = meaning.format(tolerance=paired["tolerance"] if paired else TOLERANCE)
         lines.append(f"  {label:<16} {value:>{width}}  {meaning}")
     if not paired:
-        lines.append("  (no paired metrics: no generated picture has a target of its name)")
+        lines.append("  (no paired metrics: no generated picture has a target of its name, or "
+                     "--unpaired)")
     return "\n".join(lines)
 
 
