@@ -145,6 +145,8 @@ def test_inception_loads_the_layout_strictly_and_gives_2048_features(weights):
     got = features(net, x, batch_size=2)                     # two 299x299 forwards
     assert got.shape == (2, 2048) and np.isfinite(got).all() and (got >= 0).all()
     assert not np.allclose(got[0], got[1])
+    alone = np.concatenate([features(net, [p], batch_size=1) for p in x])   # two more forwards
+    np.testing.assert_allclose(got, alone, rtol=1e-5, atol=1e-6)
     loaded = net.state_dict()
     state = pytorch_fid_state()
     for key in ("Conv2d_1a_3x3.conv.weight", "Mixed_6e.branch7x7dbl_5.bn.running_var",
