@@ -234,7 +234,7 @@ class AlignedFolder(FolderData):
                 )
             raise DataError(f"missing folder {folder}: expected {layout}")
         self.paths: list[Path] = []
-        for path, img in scan(list_images(folder, recursive=True), _check_aligned_width):
+        for path, img in scan(list_images(folder, recursive=True), check_aligned_width):
             self.paths.append(path)
             for half in (0, 1):
                 self._cache.offer((path, half),
@@ -265,22 +265,25 @@ class AlignedFolder(FolderData):
 
     def _halve(self, img: Image.Image, half: int, name: object) -> torch.Tensor:
         """(3, H, W) uint8 of the left (half=0, A) or right (half=1, B) half, prepared."""
-        w, h = img.size
-        box = (0, 0, w // 2, h) if half == 0 else (w // 2, 0, w, h)
-        return self._prepare(img.crop(box), f"the {'AB'[half]} half of {name}")
+        return self._prepare(aligned_half(img, half), f"the {'AB'[half]} half of {name}")
 
 
 def _halves(paths: list[Path], half: int, size: tuple[int, int]) -> torch.Tensor | None:
     """(M, 3, H, W) of the left (0) or right (1) halves of the files that decode and split."""
     images = [img for img in map(load_image, paths)
-              if img is not None and _check_aligned_width(img) is None]
-    halves = [img.crop((0, 0, img.size[0] // 2, img.size[1]) if half == 0
-                       else (img.size[0] // 2, 0, img.size[0], img.size[1])) for img in images]
+              if img is not None and check_aligned_width(img) is None]
+    halves = [aligned_half(img, half) for img in images]
     return torch.stack([from_uint8(as_uint8(resize(h, *size))) for h in halves]) \
         if halves else None
 
 
-def _check_aligned_width(img: Image.Image) -> str | None:
+def aligned_half(img: Image.Image, half: int) -> Image.Image:
+    """The left (half=0, A) or right (half=1, B) half of an A|B picture, split at w // 2."""
+    w, h = img.size
+    return img.crop((0, 0, w // 2, h) if half == 0 else (w // 2, 0, w, h))
+
+
+def check_aligned_width(img: Image.Image) -> str | None:
     w = img.size[0]
     if w < 2 or w % 2:
         return f"width {w} cannot be split into equal A|B halves (need an even width >= 2)"

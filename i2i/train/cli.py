@@ -9,7 +9,9 @@ import sys
 
 from ..data import DataError
 from ..data.preprocess import PREPROCESS
+from ..eval.features import FEATURES
 from ..models import CheckpointError, UnknownModelError, get_entry
+from .evaluation import check_eval
 from .init import INIT_TYPES, check_init
 from .loop import TrainOptions, train
 from .losses import GAN_MODES
@@ -124,6 +126,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    evaluation = p.add_argument_group(
+        "evaluation during training", "FID, KID, precision and recall of held-out source "
+        "pictures translated against held-out target pictures, into log.jsonl and "
+        "loss_curve.png (README, 'Evaluating')")
+    evaluation.add_argument("--eval-every", type=int, default=d.eval_every, metavar="K",
+                            help="evaluate every K steps and at the last (default 0: never)")
+    evaluation.add_argument("--eval-features", choices=list(FEATURES), default=None,
+                            help="inception (default; needs --inception) or tiny, a seeded "
+                                 "random net whose numbers are NOT comparable with published "
+                                 "ones")
+    evaluation.add_argument("--inception", default=None, metavar="PATH",
+                            help="the FID Inception weights, pytorch-fid's "
+                                 "pt_inception-2015-12-05-6726825d.pth")
+    evaluation.add_argument("--eval-count", type=int, default=d.eval_count, metavar="N",
+                            help="held-out pictures of each domain (default 64)")
     p.add_argument("--nproc", type=int, default=1,
                    help="train on N ranks of this machine (torchrun --standalone "
                         "--nproc-per-node N): one GPU each, or CPU processes with gloo; "
@@ -200,6 +217,7 @@ def _check(o: TrainOptions) -> None:
         raise ValueError(f"--direction BtoA does not apply to {o.model}: it translates either "
                          f"way with an exemplar of the other domain")
     o.preprocessing()                   # a bad --preprocess / --load-size fails here
+    check_eval(o)
     multiple = entry.size_multiple(o.recipe_options())
     if o.size % multiple:
         raise ValueError(f"--size {o.size} must be a multiple of {multiple} for {o.model}")

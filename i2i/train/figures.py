@@ -79,23 +79,46 @@ def exemplar_grid(inputs: torch.Tensor, masks: torch.Tensor, exemplars: torch.Te
     return scaled(grid(rows), scale)
 
 
+# The panels of held-out metrics (evaluation.py's records): label, metric keys drawn in it.
+METRIC_PANELS = (("FID", ("fid",)), ("KID", ("kid",)), ("precision, recall",
+                                                         ("precision", "recall")))
+
+
 def loss_curve(log: list[dict], path: str | Path, title: str = "") -> Path:
-    """One line per loss against step, smoothed with a running mean over ~2% of the run."""
-    if not log:
+    """One panel per loss against step, smoothed with a running mean over ~2% of the run; then,
+    where the log holds held-out metrics (i2i-train --eval-every), a panel for FID, one for KID
+    and one for precision and recall."""
+    losses = [r for r in log if "losses" in r]
+    if not losses:
         raise ValueError("the loss log is empty: nothing to plot")
-    steps = np.array([r["step"] for r in log])
-    names = [k for k in log[0]["losses"]]
-    fig, axes = plt.subplots(len(names), 1, figsize=(7, 1.8 * len(names)), sharex=True,
-                             squeeze=False)
-    window = max(1, len(log) // 50)
-    for ax, name in zip(axes[:, 0], names, strict=True):
-        values = np.array([r["losses"][name] for r in log], dtype=float)
+    metrics = [r for r in log if "metrics" in r]
+    steps = np.array([r["step"] for r in losses])
+    names = [k for k in losses[0]["losses"]]
+    panels = [(label, keys) for label, keys in METRIC_PANELS
+              if metrics and all(k in metrics[0]["metrics"] for k in keys)]
+    rows = len(names) + len(panels)
+    fig, axes = plt.subplots(rows, 1, figsize=(7, 1.8 * rows), sharex=True, squeeze=False)
+    window = max(1, len(losses) // 50)
+    for ax, name in zip(axes[:, 0], names, strict=False):
+        values = np.array([r["losses"][name] for r in losses], dtype=float)
         ax.plot(steps, values, color="0.8", linewidth=0.8)
         if window > 1:
             smooth = np.convolve(values, np.ones(window) / window, mode="valid")
             ax.plot(steps[window - 1:], smooth, color="C0", linewidth=1.5)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
+    at = np.array([r["step"] for r in metrics])
+    for ax, (label, keys) in zip(axes[len(names):, 0], panels, strict=True):
+        for i, key in enumerate(keys):
+            ax.plot(at, [r["metrics"][key] for r in metrics], marker="o", color=f"C{i + 1}",
+                    label=key)
+        if len(keys) > 1:
+            ax.legend(fontsize="small")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    if panels:
+        axes[len(names), 0].set_title(f"held-out metrics ({metrics[0].get('features', '')} "
+                                      "features)", fontsize="small")
     axes[-1, 0].set_xlabel("step")
     if title:
         axes[0, 0].set_title(title)

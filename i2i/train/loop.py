@@ -2,7 +2,8 @@
 
 A run folder holds:
     options.json                          the options the run was started with
-    log.jsonl                             one line of losses every `log_every` steps
+    log.jsonl                             one line of losses every `log_every` steps (and of
+                                          held-out metrics every `eval_every`: evaluation.py)
     samples/step_XXXXXX.png               input / mask / output grids on fixed images
     checkpoints/step_XXXXXX.train.safetensors   resumable training state (newest only)
     checkpoints/step_XXXXXX.safetensors   the inference checkpoint (i2i.models.load reads it)
@@ -37,6 +38,7 @@ from ..data.preprocess import Preprocess
 from ..models import read_document, save_checkpoint
 from ..runs import opposite, step_name
 from . import distributed, recovery
+from .evaluation import EVAL_COUNT, Evaluator
 from .figures import loss_curve
 from .recipe import Recipe, RecipeOptions
 from .registry import DEFAULT_MODEL, RECIPES, RecipeEntry, recipe_entry
@@ -90,6 +92,11 @@ class TrainOptions:
     switches: dict[str, bool] = field(default_factory=dict)
     nproc: int = 1                    # ranks training together (torchrun's WORLD_SIZE; the
                                       # loop records it); batch_size is each rank's
+    # Held-out FID/KID/precision/recall every eval_every steps (0: never; evaluation.py).
+    eval_every: int = 0
+    eval_features: str | None = None  # inception (None) | tiny
+    inception: str | None = None      # the FID Inception weights file
+    eval_count: int = EVAL_COUNT
 
     def recipe(self) -> RecipeEntry:
         """The registry entry these options train (model, and --supervised)."""
@@ -127,7 +134,8 @@ TRAINING_META = ("size", "batch_size", "seed", "lr", "ndf", "disc", "disc_layers
 
 # Options that may differ between a run and its resumption; everything else must match.
 RESUMABLE_CHANGES = {"steps", "sample_every", "checkpoint_every", "log_every", "progress",
-                     "device", "amp", "stop_after"}
+                     "device", "amp", "stop_after", "eval_every", "eval_features", "inception",
+                     "eval_count"}
 
 
 def learning_rate(options: TrainOptions, step: int) -> float:
@@ -155,7 +163,7 @@ def logged_seconds(checkpoint: Path) -> float | None:
     if not log.exists():
         return None
     step = read_document(checkpoint)["step"]
-    times = [r["time"] for r in read_log(log) if r["step"] == step]
+    times = [r["time"] for r in read_log(log) if r["step"] == step and "time" in r]
     return times[-1] if times else None
 
 
@@ -225,6 +233,8 @@ def _train(options: TrainOptions, resume: bool, ranks: distributed.Ranks, device
             for kind, (net, about) in _generators(recipe, meta).items()})
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=options.amp and device.type == "cuda")
+    evaluator = Evaluator.build(options, data, recipe.translator, device) if ranks.writer \
+        else None
     end = min(options.steps, options.stop_after or options.steps)
     bar = tqdm(range(start_step, end), initial=start_step, total=options.steps,
                disable=not (options.progress and ranks.writer),
@@ -258,6 +268,8 @@ def _train(options: TrainOptions, resume: bool, ranks: distributed.Ranks, device
                 _write_samples(run, recipe, fixed, last, paired)
             if last % options.checkpoint_every == 0 or last == end:
                 _write_checkpoint(run, entry.model, recipe, config, options, meta, last)
+            if evaluator is not None and evaluator.due(last, end):
+                append_record(log, evaluator.record(recipe.translator, last))
     bar.close()
     final = run / "checkpoints" / f"step_{last:06d}.safetensors"
     if ranks.writer and log_path.stat().st_size:
