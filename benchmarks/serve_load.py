@@ -321,7 +321,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt, export = prepare(Path(tmp))
         if args.server_cpus:
-            os.sched_setaffinity(0, args.server_cpus)     # offline on the server's cores
+            os.sched_setaffinity(0, args.server_cpus)     # offline on the server's cores,
+            torch.set_num_threads(len(args.server_cpus))  # with the threads a server started
+                                                          # there has (OpenMP reads the mask)
         engine = open_engine(args.engine, export_dir=export, checkpoint=ckpt,
                              max_batch_size=MAX_BATCH)
         args.served = f"{engine.name} {engine.spec.precision}"
