@@ -11,8 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from i2i.data import domain_samples
 from i2i.eval.cli import main
 from i2i.models import build, make_config, save_checkpoint
+from i2i.pixels import to_image
 
 from .server_utils import fixed_size_onnx_export
 
@@ -135,6 +137,29 @@ def test_an_export_through_onnxruntime(checkpoint, tmp_path, capsys):
         written["paired"]["psnr"], abs=0.05)
 
 
+def test_synthetic_data_s_test_split_at_the_model_s_size(checkpoint, tmp_path, capsys):
+    """synthetic:TASK measures the same pictures as a dataset root holding the data's held-out
+    split, written here from i2i.data at the checkpoint's training size (16)."""
+    root = tmp_path / "written"
+    for domain in "AB":
+        images, _ = domain_samples({"kind": "synthetic", "task": "circle2square"}, (16, 16), 8,
+                                   domain)
+        (root / f"test{domain}").mkdir(parents=True)
+        for i, image in enumerate(images):
+            to_image(image).save(root / f"test{domain}" / f"{domain}{i}.png")
+    reports = {}
+    for name, given in (("synthetic", "synthetic:circle2square"), ("folders", root)):
+        reports[name] = tmp_path / f"{name}.json"
+        code, _, _ = run([given, "--model", checkpoint, "--features", "tiny", "--count", 8,
+                          "--json", reports[name]], capsys)
+        assert code == 0
+    synthetic, folders = (json.loads(reports[k].read_text()) for k in ("synthetic", "folders"))
+    assert synthetic["pictures"] == {"generated": 8, "target": 8, "paired": 0}
+    assert synthetic["inputs"]["source"] == "synthetic:circle2square test split"
+    for metric in ("fid", "kid", "precision", "recall"):
+        assert synthetic[metric] == pytest.approx(folders[metric], abs=1e-9)
+
+
 def refusal(tmp_path: Path, checkpoint: Path, case: str) -> list:
     """The arguments of one refused command."""
     a = folder(tmp_path / "a", NAMES)
@@ -176,6 +201,10 @@ def refusal(tmp_path: Path, checkpoint: Path, case: str) -> list:
         return [a, b, "--k", "0", *tiny]
     if case == "kid subset":
         return [a, b, "--kid-subset-size", "1", *tiny]
+    if case == "synthetic without model":
+        return ["synthetic:circle2square", *tiny]
+    if case == "count":
+        return ["synthetic:circle2square", "--model", checkpoint, "--count", "0", *tiny]
     raise AssertionError(case)
 
 
@@ -197,6 +226,9 @@ def refusal(tmp_path: Path, checkpoint: Path, case: str) -> list:
     ("tolerance", "--tolerance is in 8-bit levels, 0 to 255, got 300"),
     ("k", "--k must be at least 1, got 0"),
     ("kid subset", "--kid-subset-size must be at least 2, got 1"),
+    ("synthetic without model", "synthetic:circle2square gives pictures of two domains: pass "
+                                "the --model"),
+    ("count", "--count must be at least 1, got 0"),
 ])
 def test_refusals_say_what_to_do_and_exit_2(checkpoint, tmp_path, capsys, case, message):
     code, _, err = run(refusal(tmp_path, checkpoint, case), capsys)

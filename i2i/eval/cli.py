@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from .distribution import KID_SUBSET_SIZE, KID_SUBSETS, K
 from .features import FEATURES, open_features
 from .paired import TOLERANCE
 from .pictures import A, B, PictureError, PictureFiles, Translated
+from .synthetic import is_synthetic, write_test_split
 
 EXAMPLES = """examples:
   i2i-eval generated/ testB/ --inception pt_inception-2015-12-05-6726825d.pth
@@ -28,12 +30,15 @@ EXAMPLES = """examples:
   i2i-eval maps/test/ --aligned --model runs/maps/checkpoints/step_200000.safetensors \\
       --inception pt_inception-2015-12-05-6726825d.pth
   i2i-eval testA/ testB/ --model exports/additive --features tiny      (not comparable with
-                                                                       published numbers)"""
+                                                                       published numbers)
+  i2i-eval synthetic:circle2square --model exports/additive --features tiny   (the synthetic
+                                              data's held-out test split, at the model's size)"""
 
 USAGE = ("give two folders (GENERATED TARGET: pictures already made and the pictures they "
          "should look like; or SOURCE TARGET with --model: SOURCE's pictures are translated), "
-         "one dataset root holding testA and testB with --model, or one folder of A|B pictures "
-         "with --aligned --model")
+         "one dataset root holding testA and testB (or synthetic:TASK, the synthetic data's "
+         "held-out pictures) with --model, or one folder of A|B pictures with --aligned "
+         "--model")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -78,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--resolution", default="auto",
                    choices=["auto", "native", "tile", "mask", "resize"])
+    p.add_argument("--count", type=int, default=256,
+                   help="synthetic:TASK: held-out pictures of each domain (default 256)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(test_split=False)
     return p
@@ -91,7 +98,17 @@ def _test_split(args) -> bool:
             and (root / "testA").is_dir() and (root / "testB").is_dir())
 
 
+def _synthetic(args) -> bool:
+    """Whether the one folder given is synthetic:TASK (its test split is written first)."""
+    return len(args.folders) == 1 and is_synthetic(str(args.folders[0]))
+
+
 def _check(args) -> None:
+    if _synthetic(args) and (args.model is None or args.aligned):
+        raise PictureError(f"{args.folders[0]} gives pictures of two domains: pass the --model "
+                           "that translates one into the other (and no --aligned)")
+    if args.count < 1:
+        raise ValueError(f"--count must be at least 1, got {args.count}")
     if _test_split(args):
         args.folders = [args.folders[0] / "testA", args.folders[0] / "testB"]
         args.test_split = True
@@ -100,7 +117,7 @@ def _check(args) -> None:
     if args.aligned and (len(args.folders) != 1 or args.model is None):
         raise PictureError("--aligned takes one folder of A|B pictures and a --model to "
                            "translate the A halves with")
-    if len(args.folders) == 1 and not args.aligned:
+    if len(args.folders) == 1 and not args.aligned and not _synthetic(args):
         raise PictureError(f"one folder given; {USAGE}")
     for name in ("kid_subsets", "k", "batch_size", "max_batch"):
         if getattr(args, name) < 1:
@@ -118,16 +135,20 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _sets(args) -> tuple[PictureFiles | Translated, PictureFiles, dict]:
+def _open(args):
+    from ..api import open as open_model
+    return open_model(args.model, engine=args.engine, device=args.device,
+                      precision=args.precision, resolution=args.resolution,
+                      max_batch=args.max_batch)
+
+
+def _sets(args, model=None) -> tuple[PictureFiles | Translated, PictureFiles, dict]:
     """(the generated pictures, the target pictures, what the report says they are)."""
     if args.model is None:
         generated, target = (PictureFiles.of(f) for f in args.folders)
         return generated, target, {"generated": str(args.folders[0]),
                                    "target": str(args.folders[1])}
-    from ..api import open as open_model
-    model = open_model(args.model, engine=args.engine, device=args.device,
-                       precision=args.precision, resolution=args.resolution,
-                       max_batch=args.max_batch)
+    model = model or _open(args)
     about = {"model": str(args.model), "engine": model.engine.name,
              "precision": model.spec.precision}
     if args.aligned:
@@ -146,12 +167,26 @@ def _sets(args) -> tuple[PictureFiles | Translated, PictureFiles, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="i2i-eval-") as tmp:
+        return _main(args, Path(tmp))
+
+
+def _main(args, tmp: Path) -> int:
     try:
         _check(args)
+        net, model, synthetic = None, None, None
+        if _synthetic(args):                         # the features' refusal before any writing
+            net = open_features(args.features or "inception", args.inception)
+            model, synthetic = _open(args), str(args.folders[0])
+            root = write_test_split(synthetic, model.spec.default_size, args.count, tmp)
+            args.folders = [root / "testA", root / "testB"]
+            args.test_split = True
         for folder in args.folders:                  # the folders before any model is opened
             PictureFiles.of(folder)
-        net = open_features(args.features or "inception", args.inception)
-        generated, target, about = _sets(args)
+        net = net or open_features(args.features or "inception", args.inception)
+        generated, target, about = _sets(args, model)
+        if synthetic:
+            about.update(source=f"{synthetic} test split", target=f"{synthetic} test split")
         options = CompareOptions(kid_subsets=args.kid_subsets,
                                  kid_subset_size=args.kid_subset_size, k=args.k,
                                  tolerance=args.tolerance, batch_size=args.batch_size,
