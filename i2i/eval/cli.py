@@ -18,7 +18,7 @@ from ..models import CheckpointError
 from ..models.spec import InputError
 from .compare import CompareOptions, compare, table, write_report
 from .distribution import KID_SUBSET_SIZE, KID_SUBSETS, K
-from .features import FEATURES, open_features
+from .features import add_feature_arguments, open_features
 from .paired import TOLERANCE
 from .pictures import A, B, PictureError, PictureFiles, Translated
 from .synthetic import is_synthetic, write_test_split
@@ -59,13 +59,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--unpaired", dest="pairs", action="store_false",
                    help="the two folders are not pairs even where file names match (numbered "
                         "test sets): no pixel accuracy, PSNR or SSIM")
-    p.add_argument("--features", choices=list(FEATURES), default=None,
-                   help="the feature network: inception (default; needs --inception) or tiny, "
-                        "a seeded random net whose numbers are NOT comparable with published "
-                        "FID/KID/precision/recall (tests, quick checks)")
-    p.add_argument("--inception", type=Path, metavar="PATH",
-                   help="the FID Inception weights, pytorch-fid's "
-                        "pt_inception-2015-12-05-6726825d.pth (README: nothing is downloaded)")
+    add_feature_arguments(p)
     p.add_argument("--json", type=Path, default=Path("eval.json"),
                    help="where the report goes (default eval.json)")
     p.add_argument("--kid-subsets", type=int, default=KID_SUBSETS)

@@ -96,6 +96,19 @@ def check_features(name: str, weights: str | Path | None) -> None:
                            "none: leave out --inception, or use --features inception")
 
 
+def add_feature_arguments(group, flag: str = "--features") -> None:
+    """The feature network's two flags (argparse), as i2i-eval (`--features`) and
+    i2i-train (`--eval-features`) take them; both left at None mean inception."""
+    group.add_argument(flag, choices=list(FEATURES), default=None,
+                       help="the feature network: inception (default; needs --inception) or "
+                            "tiny, a seeded random net whose numbers are NOT comparable with "
+                            "published FID/KID/precision/recall (tests, quick checks)")
+    group.add_argument("--inception", default=None, metavar="PATH",
+                       help="the FID Inception weights, pytorch-fid's "
+                            "pt_inception-2015-12-05-6726825d.pth (README: nothing is "
+                            "downloaded)")
+
+
 def open_features(name: str, weights: str | Path | None = None) -> nn.Module:
     """The feature network `name` in eval mode (inception: with the weights file `weights`).
     The module has .name, .size (its input side), .dim and .comparable."""

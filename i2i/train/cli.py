@@ -9,7 +9,7 @@ import sys
 
 from ..data import DataError
 from ..data.preprocess import PREPROCESS
-from ..eval.features import FEATURES
+from ..eval.features import add_feature_arguments
 from ..models import CheckpointError, UnknownModelError, get_entry
 from .evaluation import check_eval
 from .init import INIT_TYPES, check_init
@@ -132,13 +132,7 @@ def parser() -> argparse.ArgumentParser:
         "loss_curve.png (README, 'Evaluating')")
     evaluation.add_argument("--eval-every", type=int, default=d.eval_every, metavar="K",
                             help="evaluate every K steps and at the last (default 0: never)")
-    evaluation.add_argument("--eval-features", choices=list(FEATURES), default=None,
-                            help="inception (default; needs --inception) or tiny, a seeded "
-                                 "random net whose numbers are NOT comparable with published "
-                                 "ones")
-    evaluation.add_argument("--inception", default=None, metavar="PATH",
-                            help="the FID Inception weights, pytorch-fid's "
-                                 "pt_inception-2015-12-05-6726825d.pth")
+    add_feature_arguments(evaluation, "--eval-features")
     evaluation.add_argument("--eval-count", type=int, default=d.eval_count, metavar="N",
                             help="held-out pictures of each domain (default 64)")
     p.add_argument("--nproc", type=int, default=1,
