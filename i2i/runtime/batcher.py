@@ -90,6 +90,7 @@ class _Request:
     future: asyncio.Future[dict[str, Tensor]]
     arrival: float  # loop.time() at submit; the batch window is timed from the oldest arrival
     deadline: float | None  # loop.time() after which it must not be computed
+    report: Callable[[int, int, float, float], None] | None = None  # see submit
 
 
 class Batcher:
@@ -144,10 +145,11 @@ class Batcher:
         if self._executor is not None:
             self._executor.shutdown(wait=False)  # idle: the worker awaited its last batch
 
-    async def submit(self, inputs: dict[str, Tensor], timeout_ms: float | None = None
+    async def submit(self, inputs: dict[str, Tensor], timeout_ms: float | None = None,
+                     report: Callable[[int, int, float, float], None] | None = None
                      ) -> dict[str, Tensor]:
-        """Queue one request of n rows (every input (n, ...)) and return its own n rows of
-        every output. Raises ValueError/TypeError for bad inputs, else a BatcherError."""
+        """One request of n rows (inputs (n, ...)) -> its n rows of every output, after report(
+        batch number, batch rows, queue s, compute s). Raises ValueError/TypeError/BatcherError."""
         if self._closing:
             raise BatcherClosed("the batcher is stopping and accepts no new requests")
         if self._worker is None or self._worker.done():
@@ -162,7 +164,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = loop.time()
         deadline = None if timeout_ms is None else now + timeout_ms / 1000
-        req = _Request(dict(inputs), rows, key, loop.create_future(), now, deadline)
+        req = _Request(dict(inputs), rows, key, loop.create_future(), now, deadline, report)
         self._queue.append(req)
         self.stats.requests += 1
         self._changed()
@@ -275,14 +277,16 @@ class Batcher:
         stats.computed_seconds += compute * len(batch)
         totals = stats.by_size.setdefault(rows, [0, 0.0])
         totals[0], totals[1] = totals[0] + 1, totals[1] + compute
-        for req, outcome in zip(batch, outcomes, strict=True):
+        for req, outcome, wait in zip(batch, outcomes, waited, strict=True):
             if req.future.done():
                 continue  # timed out or cancelled while computing: nobody is waiting
             if isinstance(outcome, BaseException):
                 stats.failed += 1
                 req.future.set_exception(outcome)
-            else:
-                req.future.set_result(outcome)
+                continue
+            if req.report is not None:
+                req.report(stats.batches, rows, wait, compute)
+            req.future.set_result(outcome)
         if self._on_batch is not None:
             try:
                 self._on_batch(rows, max(waited), compute)
@@ -393,5 +397,4 @@ def _cat(tensors: list[Tensor]) -> Tensor:
 
 def _record(history: list, values: list) -> None:
     history.extend(values)
-    if len(history) > HISTORY:
-        del history[: len(history) - HISTORY]
+    del history[: max(0, len(history) - HISTORY)]

@@ -43,7 +43,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", help="eager, fused, onnxruntime, openvino, tensorrt, aoti, or "
                                     "auto: the fastest artifact of --export that passed its "
                                     "parity gate and opens here (default: onnxruntime with "
-                                    "--export, eager with --checkpoint)")
+                                    "--export, eager with --checkpoint); several, comma-"
+                                    "separated (onnxruntime,openvino), to compare them: "
+                                    "/v1/translate?engine=NAME and the page pick one, KServe "
+                                    "v2 and gRPC serve the first")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                    help="auto: fp16 for fused on a GPU and for tensorrt, fp32 otherwise (with "
@@ -73,14 +76,29 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def open_from_args(args):
-    from ..engines import open_engine
+def engine_names(args) -> list[str]:
+    """--engine as a list of names: one, or several comma-separated (never auto among them)."""
     if not args.export and not args.checkpoint:
         raise ValueError("give --export DIR or --checkpoint PATH")
-    engine = args.engine or ("onnxruntime" if args.export else "eager")
-    return open_engine(engine, export_dir=args.export, checkpoint=args.checkpoint,
-                       device=args.device, precision=args.precision,
-                       max_batch_size=args.max_batch)
+    names = [n.strip() for n in (args.engine or "").split(",")] if args.engine else [
+        "onnxruntime" if args.export else "eager"]
+    if len(names) > 1:
+        if "auto" in names or "" in names:
+            raise ValueError(f"--engine {args.engine!r}: list engines by name, e.g. "
+                             "onnxruntime,openvino (auto chooses one engine; use it alone)")
+        if len(set(names)) < len(names):
+            raise ValueError(f"--engine {args.engine!r} names an engine twice; name each once")
+        if args.input_dir:
+            raise ValueError("--input-dir translates with one engine; give --engine one name")
+    return names
+
+
+def open_from_args(args) -> list:
+    """The engines --engine names, opened, in order."""
+    from ..engines import open_engine
+    return [open_engine(name, export_dir=args.export, checkpoint=args.checkpoint,
+                        device=args.device, precision=args.precision,
+                        max_batch_size=args.max_batch) for name in engine_names(args)]
 
 
 def check_grpc(args) -> None:
@@ -114,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                              "each request (a mask file, or ?mask=SCHEME on /v1/translate)")
         if args.grpc_port is not None:
             check_grpc(args)
-        engine = open_from_args(args)
+        engine, *more = open_from_args(args)
         if args.input_dir:
             folder_options(args, args.max_batch)     # bad NAME=VALUE pairs fail before work
     except (ValueError, FileNotFoundError, RuntimeError, CheckpointError) as err:
@@ -132,11 +150,13 @@ def main(argv: list[str] | None = None) -> int:
                           body_timeout_s=args.body_timeout_s,
                           max_inflight_bytes=int(args.max_inflight_mb * 2**20),
                           grpc_port=args.grpc_port, grpc_host=args.host)
-    app = create_app(engine, config)
+    app = create_app(engine, config, more)
     chosen = f"; {engine.spec.choice}" if engine.spec.choice else ""
     grpc = f" and grpc://{args.host}:{args.grpc_port}" if args.grpc_port is not None else ""
-    print(f"serving {engine.spec.model} ({engine.name} {engine.spec.precision}{chosen}) on "
-          f"http://{args.host}:{args.port}{grpc}", flush=True)
+    others = "".join(f", {e.name} {e.spec.precision}" for e in more)
+    print(f"serving {engine.spec.model} ({engine.name} {engine.spec.precision}{chosen}{others}) "
+          f"on http://{args.host}:{args.port}{grpc}; the page: http://{args.host}:{args.port}/",
+          flush=True)
     # On SIGTERM/SIGINT the server stops accepting, reads the requests already sent, lets
     # running requests finish, then runs the app's shutdown, which drains the batcher's queue
     # (serving.py). Afterwards uvicorn re-raises the signal it caught; this handler turns that

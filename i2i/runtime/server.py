@@ -10,9 +10,20 @@ service answers KServe v2 gRPC too (grpc_service.py), sharing the batcher and th
     POST /v2/repository/index                         the repository index ({"ready": true})
     POST /v1/translate[?output=mask][&strength=0.5]   an image (raw body or multipart) -> PNG
                                                       (a knob in the query picks the model's
-                                                      signature that takes it)
+                                                      signature that takes it), with
+                                                      Server-Timing and i2i-batch headers
          /v1/translate?mask=SCHEME[&seed=N]           ... with a mask drawn by a scheme
+         /v1/translate?engine=NAME                    ... on one of several engines loaded
+         /v1/translate  Accept: application/json      every output as a data URL, the mask, the
+                                                      engine, its batches and timing (page.py)
+    GET  /v1/models                                   the model by tensor kinds, the resolution
+                                                      policies, mask schemes, engines loaded
+    GET  /v1/samples/{i}.png[?domain=A|B]             a sample picture of the synthetic domain
+    GET  /  |  /page/{file}                           the web page (open, as health is)
     GET  /metrics                                     Prometheus text format
+
+Several engines (i2i-serve --engine onnxruntime,openvino) each get their own Service and
+batcher; KServe v2, gRPC and /metrics serve the first, /v1/translate?engine=NAME any of them.
 
 A request's input names pick the model's signature (i2i.models.spec): a model with two image
 inputs (lomit) takes `image` and `exemplar` of one shape, or the multipart files of those names,
@@ -30,9 +41,11 @@ Every error, an unknown path (404) and a wrong method (405) included, is {"error
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import json
 import time
+from collections.abc import Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -42,10 +55,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..models.spec import InputError
-from . import extensions
+from . import extensions, page
 from .batcher import BatcherError
 from .protocol import HEADER_LENGTH, ProtocolError, encode_infer, parse_infer
 from .service import ServerConfig, Service
+from .trace import Trace
 from .translation import translate_upload
 from .uploads import uploads
 
@@ -68,10 +82,29 @@ def _json_object(body: bytes, what: str) -> dict:
     return value
 
 
-def create_app(engine, config: ServerConfig | None = None) -> Starlette:
+def create_app(engine, config: ServerConfig | None = None, more: Sequence = ()) -> Starlette:
+    """The app serving `engine`, and on /v1/translate?engine=NAME the engines `more` too (the
+    same model, each with its own Service and batcher)."""
     config = config or ServerConfig()
     service = Service(engine, config)
     name = service.spec.model
+    services = {engine.name: service}
+    for other in more:
+        if other.name in services:
+            raise ValueError(f"engine {other.name!r} is named twice; name each engine once")
+        if other.spec.model != name:
+            raise ValueError(f"engine {other.name!r} serves {other.spec.model!r}, engine "
+                             f"{engine.name!r} {name!r}: the engines of one server must serve "
+                             "one model")
+        services[other.name] = Service(other, config)
+
+    def chosen(request: Request) -> Service:
+        wanted = request.query_params.get("engine", engine.name)
+        if wanted not in services:
+            raise ProtocolError(f"engine {wanted!r} is not loaded; this server runs "
+                                f"{', '.join(services)} (start i2i-serve with --engine "
+                                "NAME,NAME to load several)")
+        return services[wanted]
 
     def check_model(request: Request) -> None:
         model = request.path_params["model"]
@@ -126,12 +159,35 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
         return Response(content, headers=headers)
 
     async def translate(request: Request) -> Response:
+        trace, every = Trace(), page.wants_json(request.headers.get("accept", ""))
         async with service.body(request) as body:
             files = await uploads(request, body, service.spec.default.image.name)
-        done = await translate_upload(service.spec, files, request.query_params, service.infer,
-                                      service.cpu, config.max_pixels, config.max_run_pixels)
-        return Response(done.png, media_type="image/png",
-                        headers={"i2i-note": "; ".join(done.notes)} if done.notes else None)
+        target = chosen(request)
+        run = functools.partial(target.infer, report=trace.report)
+        done = await translate_upload(target.spec, files, request.query_params, run,
+                                      target.cpu, config.max_pixels, config.max_run_pixels,
+                                      every)
+        if every:
+            return JSONResponse(page.json_answer(done, trace, target.spec, target.engine.name),
+                                headers=trace.headers())
+        notes = {"i2i-note": "; ".join(done.notes)} if done.notes else {}
+        return Response(done.png, media_type="image/png", headers={**trace.headers(), **notes})
+
+    async def models(request: Request) -> Response:
+        return JSONResponse(page.model_info({k: s.spec for k, s in services.items()}))
+
+    async def sample(request: Request) -> Response:
+        number, dot, kind = request.path_params["name"].partition(".")
+        if not number.isdigit() or (dot, kind) != (".", "png"):
+            raise ProtocolError(f"samples are named N.png (0.png, 1.png, ...), got "
+                                f"{request.path_params['name']!r}", status=404)
+        png = await service.cpu(page.sample_png, service.spec, int(number),
+                                request.query_params.get("domain", "A"))
+        return Response(png, media_type="image/png")
+
+    async def page_file(request: Request) -> Response:
+        content, media = page.static_file(request.path_params.get("name", "index.html"))
+        return Response(content, media_type=media, headers={"Cache-Control": "no-cache"})
 
     async def metrics(request: Request) -> Response:
         service.metrics.queue_depth.set(service.batcher.stats.queue_depth)
@@ -153,11 +209,15 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
         Route("/v2/models/{model}/versions/{version}/stats", statistics),
         Route("/v2/repository/index", repository_index, methods=["POST"]),
         Route("/v1/translate", translate, methods=["POST"]),
+        Route("/v1/models", models), Route("/v1/samples/{name}", sample),
+        Route("/", page_file), Route("/page/{name}", page_file),
         Route("/metrics", metrics),
     ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        for other in list(services.values())[1:]:   # ready once every engine is
+            await other.start()
         await service.start()
         grpc = None
         if config.grpc_port is not None:        # the same service, batcher and engine
@@ -166,7 +226,8 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
         yield
         if grpc is not None:
             await grpc.stop(grace=5)
-        await service.stop()
+        for each in services.values():
+            await each.stop()
 
     async def handle(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status", 500)
@@ -192,14 +253,14 @@ def create_app(engine, config: ServerConfig | None = None) -> Starlette:
                     exception_handlers={InputError: handle, BatcherError: handle,
                                         HTTPException: http_error, Exception: internal},
                     middleware=[Middleware(Guard, service=service, api_key=config.api_key)])
-    app.state.service = service
+    app.state.service, app.state.services = service, services
 
     return app
 
 
 class Guard:
-    """ASGI middleware: the optional bearer API key (health stays open), and the request
-    counter by endpoint and status."""
+    """ASGI middleware: the optional bearer API key (health and the page's files stay open:
+    they hold no secret), and the request counter by endpoint and status."""
 
     def __init__(self, app, service: Service, api_key: str | None):
         self.app, self.service = app, service
@@ -217,7 +278,7 @@ class Guard:
             await send(message)
 
         try:
-            if self.expected and not path.startswith("/v2/health"):
+            if self.expected and not _open(path):
                 given = dict(scope["headers"]).get(b"authorization", b"")
                 if not hmac.compare_digest(given, self.expected):
                     response = error("missing or wrong API key (send 'Authorization: Bearer "
@@ -228,6 +289,10 @@ class Guard:
             self.service.metrics.requests.labels(_endpoint(path), str(status["code"])).inc()
 
 
+def _open(path: str) -> bool:
+    return path.startswith(("/v2/health", "/page/")) or path == "/"
+
+
 def _endpoint(path: str) -> str:
     if path.endswith("/infer"):
         return "infer"
@@ -235,4 +300,6 @@ def _endpoint(path: str) -> str:
         return "translate"
     if path.startswith("/v2/health"):
         return "health"
+    if path == "/" or path.startswith("/page/"):
+        return "page"
     return "metrics" if path == "/metrics" else "metadata"

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from .protocol import NAMES, ProtocolError
 from .resolution import NATIVE_BUDGET
 
 log = logging.getLogger("i2i.serve")
+Report = Callable[[int, int, float, float], None]   # (batch number, rows, queue s, compute s)
 
 
 @dataclass
@@ -164,21 +166,23 @@ class Service:
         return self.statistics.json(self.spec.model, self.batcher.stats)
 
     async def infer(self, inputs: dict[str, torch.Tensor], timeout_ms: float | None = None,
-                    started_ns: int | None = None) -> dict[str, torch.Tensor]:
+                    started_ns: int | None = None, report: Report | None = None
+                    ) -> dict[str, torch.Tensor]:
         """inputs: one signature's, (N, ...) of one N (and one H and W): checked here, once,
         before the request is queued. Counted in the statistics from `started_ns`
-        (time.perf_counter_ns() when the request arrived; default now)."""
+        (time.perf_counter_ns() when the request arrived; default now). report: told the batch
+        it ran in (Batcher.submit)."""
         started_ns = started_ns or time.perf_counter_ns()
         ok = False
         try:
-            outputs = await self._infer(inputs, timeout_ms)
+            outputs = await self._infer(inputs, timeout_ms, report)
             ok = True
             return outputs
         finally:
             self.statistics.record(started_ns, ok)
 
-    async def _infer(self, inputs: dict[str, torch.Tensor], timeout_ms: float | None
-                     ) -> dict[str, torch.Tensor]:
+    async def _infer(self, inputs: dict[str, torch.Tensor], timeout_ms: float | None,
+                     report: Report | None = None) -> dict[str, torch.Tensor]:
         await self.cpu(check_batch, self.spec, inputs)
         first = next(t for t in inputs.values())
         pixels = first.shape[0] * (first.shape[2] * first.shape[3] if first.dim() == 4 else 1)
@@ -189,7 +193,7 @@ class Service:
                                 "which tiles large pictures)", status=413)
         self.metrics.queue_depth.set(self.batcher.stats.queue_depth + 1)
         try:
-            return await self.batcher.submit(inputs, timeout_ms)
+            return await self.batcher.submit(inputs, timeout_ms, report)
         except (ValueError, TypeError) as err:         # the batcher's own checks: the client's
             raise ProtocolError(str(err)) from err
         finally:
