@@ -251,6 +251,7 @@ function paintedMask() {
 async function translate() {
   if (!state.photo || !state.info || state.pending.length) return;   // load() translates then
   const ticket = ++state.ticket;
+  document.body.dataset.ticket = ticket;
   const info = state.info;
   const form = new FormData();
   form.append(info.images[0], state.photo, state.photoName);
@@ -311,6 +312,7 @@ function show(answer, query) {
   }
   $("panels").replaceChildren(...panels);
   $("panels").dataset.query = query;
+  $("panels").dataset.ticket = state.ticket;
   const batches = answer.batch.map((b) => `${b.rows} row${b.rows === 1 ? "" : "s"}`);
   const facts = [
     ["engine", `${answer.engine} (${answer.precision}, ${answer.device})`],
