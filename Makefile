@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test lint sweep clean
+.PHONY: demo test lint sweep page-screenshot clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(VENV)/.installed
 
 sweep: $(VENV)/.installed
 	$(PY) benchmarks/lambda_r_sweep.py --out benchmarks/results
+
+# docs/page.png from the export `make demo` writes (needs chromium and chromedriver)
+page-screenshot: $(VENV)/.installed
+	$(PY) docs/page_screenshot.py --export exports/additive --out docs/page.png
 
 clean:
 	rm -rf out runs .pytest_cache
