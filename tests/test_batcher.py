@@ -102,6 +102,41 @@ def test_window_collects_requests_and_closes():
     asyncio.run(main())
 
 
+def test_report_tells_each_request_its_batch_before_its_answer():
+    async def main():
+        engine = FakeEngine()
+        b = await started(engine, max_batch_size=8, max_delay_ms=50)
+        seen: dict[str, list] = {"a": [], "b": [], "c": []}
+
+        async def one(name: str, value: float, rows: int):
+            out = await b.submit(x(value, rows), report=lambda *args: seen[name].append(args))
+            assert len(seen[name]) == 1            # reported before the answer came back
+            return out
+        await asyncio.gather(one("a", 0, 2), one("b", 10, 3))
+        await one("c", 20, 1)                      # after the window: a batch of its own
+        await b.stop()
+        (number_a, rows_a, queue_a, compute_a), = seen["a"]
+        (number_b, rows_b, queue_b, compute_b), = seen["b"]
+        (number_c, rows_c, _, _), = seen["c"]
+        assert engine.sizes == [5, 1]
+        assert (number_a, rows_a) == (number_b, rows_b) == (1, 5) and (number_c, rows_c) == (2, 1)
+        assert compute_a == compute_b > 0 and queue_a >= queue_b >= 0
+    asyncio.run(main())
+
+
+def test_a_failed_request_is_not_reported():
+    async def main():
+        def fail(batch):
+            raise RuntimeError("broken engine")
+        b = await started(FakeEngine(fail=fail), max_batch_size=4, max_delay_ms=1)
+        reports = []
+        with pytest.raises(EngineFailed):
+            await b.submit(x(0), report=lambda *args: reports.append(args))
+        await b.stop()
+        assert reports == []
+    asyncio.run(main())
+
+
 def test_window_is_timed_from_first_arrival_not_from_worker_wake():
     async def main():
         gate = threading.Event()

@@ -25,6 +25,7 @@ from .server_utils import (
     png_bytes,
     running,
     tiny_checkpoint,
+    tiny_lomit_checkpoint,
     tiny_maskcyclegan_checkpoint,
 )
 
@@ -217,6 +218,24 @@ def test_a_mask_model_answers_the_mask_it_used(tmp_path):
         _, _, used = request(f"{proc.url}/v1/translate?mask=rects&seed=3&output=mask", body,
                              form)
         assert np.array_equal(data_pixels(answer["mask"]), decoded(used))
+
+
+def test_an_exemplar_model_answers_each_output_at_its_picture_size(tmp_path):
+    checkpoint = tiny_lomit_checkpoint(tmp_path)
+    with running(["--checkpoint", str(checkpoint), "--engine", "eager"]) as proc:
+        info = json.loads(request(proc.url + "/v1/models")[2])
+        assert info["images"] == ["image", "exemplar"]
+        assert info["mask"] == {"name": "mask", "required": False}
+        over = {t["name"]: t.get("over") for t in info["signatures"]["default"]["outputs"]}
+        assert over["exemplar_mask"] == "exemplar"
+        body, form = multipart({"image": png_bytes(pixels(37, 23, seed=1)),
+                                "exemplar": png_bytes(pixels(20, 16, seed=2))})
+        status, _, raw = request(f"{proc.url}/v1/translate", body, {**form, **JSON})
+        assert status == 200, raw
+        answer = json.loads(raw)
+        assert answer["mask_name"] == "mask" and answer["size"] == [37, 23]
+        sizes = {name: data_pixels(url).shape[:2] for name, url in answer["outputs"].items()}
+        assert sizes == {"translation": (23, 37), "mask": (23, 37), "exemplar_mask": (16, 20)}
 
 
 @pytest.mark.parametrize("engines, message", [

@@ -168,8 +168,9 @@ def test_a_photo_translates_and_the_slider_retranslates_live(browser, checkpoint
         assert json.loads(content)["error"] in alert and "415" in alert
 
 
-def test_the_page_asks_for_the_key_and_works_with_it(browser, checkpoint):
-    with running(["--checkpoint", str(checkpoint), "--engine", "eager", "--api-key", KEY,
+def test_the_page_asks_for_the_key_and_offers_the_engines(browser, checkpoint):
+    from selenium.webdriver.support.select import Select
+    with running(["--checkpoint", str(checkpoint), "--engine", "eager,fused", "--api-key", KEY,
                   "--max-delay-ms", "1"]) as server:
         open_page(browser, server.url, state="error")
         alert = browser.find_element("css selector", "[role=alert]").text
@@ -192,6 +193,13 @@ def test_the_page_asks_for_the_key_and_works_with_it(browser, checkpoint):
         query = settled(browser)
         status, sample = _get(f"{server.url}/v1/samples/2.png", KEY)
         assert status == 200
+        assert "engine=eager" in query
+        assert np.array_equal(shown_pixels(browser, "img-translation"),
+                              server_answer(server.url, {"image": sample}, query, KEY))
+        assert browser.find_element("id", "engine-field").is_displayed()   # two engines
+        Select(browser.find_element("id", "engine")).select_by_value("fused")
+        query = settled(browser, "engine=fused")
+        assert browser.find_element("id", "fact-engine").text.startswith("fused (fp32")
         assert np.array_equal(shown_pixels(browser, "img-translation"),
                               server_answer(server.url, {"image": sample}, query, KEY))
         browser.execute_script("sessionStorage.clear()")
