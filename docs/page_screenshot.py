@@ -54,7 +54,7 @@ def shoot(url: str, out: Path) -> None:
     options = Options()
     options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1100,740", "--hide-scrollbars"):
+                "--window-size=1100,880", "--hide-scrollbars"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
