@@ -1,7 +1,8 @@
-"""What i2i-serve's web page needs from the server: its static files (shipped in i2i/runtime/page/,
-no build step, nothing fetched from elsewhere), the model description it builds its controls
-from (GET /v1/models), sample pictures from the synthetic domain (GET /v1/samples/{i}.png) and
-the JSON answer of /v1/translate (asked for with `Accept: application/json`).
+"""What i2i-serve's web page needs from the server: its static files (shipped in
+i2i/runtime/static/, no build step, nothing fetched from elsewhere), the model description it
+builds its controls from (GET /v1/models), sample pictures from the synthetic domain
+(GET /v1/samples/{i}.png) and the JSON answer of /v1/translate (asked for with
+`Accept: application/json`).
 
 The page reads tensor kinds, never model names: an image input beyond the first is a file
 field (lomit's exemplar), a mask input a scheme select or a painted mask, a knob a slider over
@@ -37,7 +38,7 @@ def static_file(name: str) -> tuple[bytes, str]:
     if name not in FILES:
         raise ProtocolError(f"no such page file {name!r}; the page has {sorted(FILES)}",
                             status=404)
-    return resources.files(__package__).joinpath("page", name).read_bytes(), FILES[name]
+    return resources.files(__package__).joinpath("static", name).read_bytes(), FILES[name]
 
 
 def _tensor(t: TensorSpec) -> dict:
