@@ -17,8 +17,9 @@
      "manifest_sha256"}                            (the sha256 of the rest; see below)
 
 Every signature of the model has the same layout; its files are model.onnx, model.fp16.onnx,
-model.int8.onnx, model.pt2, model.plan, model.int8.plan and triton/<model>/ for `default`
-(the openvino entries name model.onnx or model.int8.onnx, which OpenVINO reads directly),
+model.int8.onnx, model.int8.openvino.onnx, model.pt2, model.plan, model.int8.plan and
+triton/<model>/ for `default` (the openvino entries name model.onnx or model.int8.openvino.onnx,
+which OpenVINO reads directly),
 model.<signature>.onnx, ... and triton/<model>_<signature>/ for the others. Engines read it
 (below export and runtime, both use it); format 1 (before signatures) is refused with a
 request to re-export.

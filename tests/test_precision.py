@@ -88,7 +88,9 @@ def test_every_precision_passes_its_own_gate_and_fills_the_manifest(exported):
     assert "synthetic" in calibration["source"] and "99.99th percentile" in calibration["method"]
     assert artifacts["onnx_int8"]["calibration"]["images"] == 8
     assert artifacts["openvino"]["file"] == "model.onnx"
-    assert artifacts["openvino_int8"]["file"] == "model.int8.onnx"
+    assert artifacts["openvino_int8"]["file"] == "model.int8.openvino.onnx"
+    assert "model.int8.openvino.onnx: " in calibration["method"]
+    assert "99.999th percentile" in artifacts["openvino_int8"]["method"]
 
 
 def test_int8_graph_is_symmetric_per_channel_qdq_on_convolutions(exported):
@@ -118,6 +120,25 @@ def test_int8_graph_is_symmetric_per_channel_qdq_on_convolutions(exported):
                                                                     "ConvTranspose" else 0]
                for s, n in zip(weight_scales, convs, strict=True))
     assert {n.op_type for n in graph.node} >= {"InstanceNormalization", "Tanh"}
+
+
+def test_openvino_int8_graph_quantizes_convolution_inputs_unsigned_asymmetric(exported):
+    """OpenVINO's graph: a pair before every convolution but the stem, uint8 activations with
+    their own zero points, int8 symmetric weights per channel, and no pair after a convolution
+    (its output goes to an instance norm in fp32)."""
+    graph = onnx.load(str(exported[1] / "model.int8.openvino.onnx")).graph
+    init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    dequant = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    quantized = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")][1:]
+    assert len(convs) == 7
+    assert all(n.input[0] in dequant and n.input[1] in dequant for n in convs)
+    assert not quantized & {n.output[0] for n in convs}
+    activation_zeros = [init[dequant[n.input[0]].input[2]] for n in convs]
+    weight_zeros = [init[dequant[n.input[1]].input[2]] for n in convs]
+    assert all(z.dtype == np.uint8 for z in activation_zeros)
+    assert any(z.any() for z in activation_zeros)           # asymmetric: not all at 0
+    assert all(z.dtype == np.int8 and not z.any() for z in weight_zeros)
 
 
 @pytest.mark.parametrize(("name", "precision", "limit"), [

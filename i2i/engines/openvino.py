@@ -4,8 +4,9 @@
                             the CPU has it, so f32 is asked for explicitly)
     bf16  model.onnx        inference precision bf16: weights and activations in bfloat16 on
                             CPUs with AVX-512 BF16 or AMX (bf16_support() says where not)
-    int8  model.int8.onnx   the QDQ graph (i2i.export.quantize); OpenVINO fuses its pairs into
-                            int8 convolutions, the rest runs in f32
+    int8  model.int8.openvino.onnx   its own QDQ graph (i2i.export.quantize: unsigned
+                            asymmetric activations at the convolutions' inputs); OpenVINO fuses
+                            its pairs into int8 convolutions, the rest runs in f32
 
 One compiled model and one infer request per signature; runs are serialised by a lock (the
 server's batcher runs one batch at a time anyway). Threads follow torch's setting, like the
@@ -49,7 +50,7 @@ class OpenVinoEngine:
     # precision -> (manifest artifact key, file suffix, the i2i-export flags that write it)
     artifacts = {"fp32": ("openvino", ".onnx", "--formats onnx,openvino"),
                  "bf16": ("openvino_bf16", ".onnx", "--formats onnx,openvino --precision bf16"),
-                 "int8": ("openvino_int8", ".int8.onnx",
+                 "int8": ("openvino_int8", ".int8.openvino.onnx",
                           "--formats onnx,openvino --precision int8")}
 
     def __init__(self, files: dict[str, Path], spec: EngineSpec):

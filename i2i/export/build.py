@@ -13,10 +13,13 @@ Precisions are export products, each judged by its own threshold (parity.thresho
     fp32       model.onnx           model.onnx            -
     fp16       model.fp16.onnx      -                     model.plan
     bf16       -                    model.onnx, bf16      -
-    int8       model.int8.onnx      model.int8.onnx       model.int8.plan
+    int8       model.int8.onnx      model.int8.openvino   model.int8.plan
+                                    .onnx
 
 fp32 is always written (every other graph derives from it); int8 is calibrated on the model's
-own domain (i2i.export.calibration) and recorded with its method and image count.
+own domain (i2i.export.calibration) and recorded with its method and image count. OpenVINO's
+int8 graph places its quantization differently from the one onnxruntime and TensorRT share
+(i2i.export.quantize.LAYOUTS says why).
 
 `direction` picks which generator of a cycle run is exported: given a run's A -> B checkpoint,
 BtoA exports its B -> A sibling (i2i/runs.py), into exports/<model>_BtoA by default; the
@@ -124,7 +127,8 @@ def build(checkpoint: Path, options: ExportOptions) -> Path:
         calibration = calibration_images(options.calibration, data, size,
                                          options.calibration_count, (direction or "AtoB")[0],
                                          skip=batch * max(images, 1))
-        manifest["calibration"] = {**calibration.describe(), "method": _int8_method()}
+        manifest["calibration"] = {**calibration.describe(),
+                                   "method": _int8_method("openvino" in formats)}
         for graph in graphs:
             graph.domain_batches = graph.domain_batches or _held_out(graph, calibration, size,
                                                                      batch)
@@ -139,7 +143,8 @@ def build(checkpoint: Path, options: ExportOptions) -> Path:
         if "int8" in precisions:
             _int8(graph, out, size, options, calibration, gate)
         if "openvino" in formats:
-            _openvino(graph, out, precisions, gate, fixed=not options.dynamic_size)
+            _openvino(graph, out, precisions, gate, not options.dynamic_size,
+                      calibration and calibration.batches(graph.spec, size))
         if "trt" in formats:
             _tensorrt(graph, out, size, options, gate, precisions)
         if "aoti" in formats:
@@ -177,20 +182,23 @@ def _onnx(graph: Graph, out: Path, options: ExportOptions, size: tuple[int, int]
 def _int8(graph: Graph, out: Path, size: tuple[int, int], options: ExportOptions,
           calibration: Calibration, gate: Gate) -> None:
     """<stem>.int8.onnx from <stem>.onnx, calibrated on the domain, through onnxruntime."""
-    from .quantize import to_int8
+    from .quantize import LAYOUTS, to_int8
 
-    path = out / f"{graph.stem}.int8.onnx"
-    facts = to_int8(out / f"{graph.stem}.onnx", path, calibration.batches(graph.spec, size))
+    path = out / f"{graph.stem}{LAYOUTS['onnxruntime'].suffix}"
+    facts = to_int8(out / f"{graph.stem}.onnx", path, calibration.batches(graph.spec, size),
+                    LAYOUTS["onnxruntime"])
     facts["calibration"] = calibration.describe()
     gate(graph, "onnx_int8", {"file": path.name, **facts}, "onnxruntime", path, "int8",
          fixed=not options.dynamic_size)
 
 
-def _openvino(graph: Graph, out: Path, precisions: tuple[str, ...], gate: Gate, fixed: bool
-              ) -> None:
+def _openvino(graph: Graph, out: Path, precisions: tuple[str, ...], gate: Gate, fixed: bool,
+              calibration: list[dict[str, torch.Tensor]] | None) -> None:
     """The OpenVINO runtime on the ONNX graphs: fp32, and bf16 and int8 where asked for
-    (bf16 only where this CPU has it: skipped with the reason elsewhere)."""
+    (bf16 only where this CPU has it: skipped with the reason elsewhere). int8 is its own
+    graph, <stem>.int8.openvino.onnx, quantized here from `calibration`'s batches."""
     from ..engines.openvino import OpenVinoEngine, bf16_support
+    from .quantize import LAYOUTS, to_int8
 
     for precision in ("fp32", "bf16", "int8"):
         if precision not in precisions:
@@ -201,12 +209,18 @@ def _openvino(graph: Graph, out: Path, precisions: tuple[str, ...], gate: Gate, 
             gate.skip(graph, key, reason)
             continue
         path = out / f"{graph.stem}{suffix}"
-        gate(graph, key, {"file": path.name}, "openvino", path, precision, fixed=fixed)
+        facts = {}
+        if precision == "int8":
+            facts = {**to_int8(out / f"{graph.stem}.onnx", path, calibration, LAYOUTS["openvino"]),
+                     "calibration": {"images": len(calibration)}}
+        gate(graph, key, {"file": path.name, **facts}, "openvino", path, precision, fixed=fixed)
 
 
-def _int8_method() -> str:
-    from .quantize import METHOD
-    return METHOD
+def _int8_method(openvino: bool) -> str:
+    """How the int8 graphs of this export are quantized, one line per graph."""
+    from .quantize import LAYOUTS
+    used = [LAYOUTS["onnxruntime"]] + ([LAYOUTS["openvino"]] if openvino else [])
+    return "; ".join(f"model{layout.suffix}: {layout.describe()}" for layout in used)
 
 
 def _held_out(graph: Graph, calibration: Calibration, size: tuple[int, int], batch: int
