@@ -83,8 +83,9 @@ def header(rows: list[dict], machine: dict) -> list[str]:
             "`vs onnxruntime fp32`: its time over this row's, same configuration and batch, "
             "same run (> 1 is faster). `PSNR vs eager fp32`: the worst output on the timed "
             "images (circles of the test split that neither the calibration nor the gate "
-            "used). `export gate`: the verdict, worst PSNR and threshold recorded in the "
-            "manifest. Medians of the timed rounds.", ""]
+            "used). `export gate`: the verdict over every signature (`default`, and `strength` "
+            "with its knob at seeded values in 0..4), the worst PSNR and the threshold recorded "
+            "in the manifest. Medians of the timed rounds.", ""]
 
 
 def main() -> None:

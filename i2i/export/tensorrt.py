@@ -16,9 +16,9 @@ model.int8.onnx, whose QuantizeLinear/DequantizeLinear pairs carry the scales ca
 model's domain (i2i.export.quantize, the same calibration images as the CPU engines). TensorRT
 10.1 deprecated its implicit path (IInt8EntropyCalibrator2 and the other calibrators,
 BuilderFlag.INT8, config.int8_calibrator) in favour of Q/DQ graphs, and TensorRT 11 removed it;
-building from the QDQ graph also gives every engine the same scales, so the GPU and CPU int8
-artifacts differ only in their kernels. TensorRT takes symmetric scales only, which is why the
-int8 graph is symmetric (zero points 0).
+building from the QDQ graph also gives TensorRT onnxruntime's scales, so those two int8
+artifacts differ only in their kernels. TensorRT takes symmetric scales only, which is why that
+graph is symmetric (zero points 0); OpenVINO's int8 graph is another (i2i.export.quantize).
 
 A plan only runs with the TensorRT version that built it, on a GPU of the same compute
 capability; build_engine returns those facts for the manifest, and
