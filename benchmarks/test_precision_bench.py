@@ -51,7 +51,7 @@ BATCHES = [1, 8]
 CASES = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
          ("openvino", "bf16"), ("openvino", "int8"), ("eager", "fp32"), ("eager", "bf16"),
          ("aoti", "fp32")]
-ROUNDS = {"full": 5, "demo": 20, "trained": 20}
+ROUNDS = {"full": 9, "demo": 20, "trained": 20}
 IMAGES = 24                     # domain images drawn; the timed batches are the last 8
 
 
