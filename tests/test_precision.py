@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -372,3 +373,18 @@ def test_openvino_runs_on_the_cpu_only_and_int8_needs_batches(exported, tmp_path
         open_engine("openvino", export_dir=exported[1], device="cuda")
     with pytest.raises(ValueError, match="needs at least one calibration batch"):
         to_int8(exported[1] / "model.onnx", tmp_path / "x.onnx", [])
+
+
+def test_export_timing_takes_the_fastest_of_as_many_runs_as_fit(monkeypatch):
+    """The timing auto ranks by: the fastest run, more runs for fast graphs, at least three
+    for slow ones. A run disturbed by the machine (here: the first two) does not count."""
+    from i2i.export import gate
+
+    delays = iter([0.03, 0.02] + [0.001] * 1000)
+    batch = {"image": torch.zeros(2, 3, 4, 4)}
+    fast = gate.timing(lambda _: time.sleep(next(delays)), batch)
+    assert gate.MIN_RUNS < fast["runs"] <= gate.MAX_RUNS and fast["batch"] == 2
+    assert 0.5 / 2 <= fast["ms_per_image"] < 10 / 2           # ~1 ms a run, 2 rows
+    monkeypatch.setattr(gate, "TIMING_BUDGET_S", 0.0)
+    slow = gate.timing(lambda _: time.sleep(0.01), batch)
+    assert slow["runs"] == gate.MIN_RUNS and slow["ms_per_image"] >= 10 / 2
