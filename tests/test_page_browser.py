@@ -26,6 +26,7 @@ from .server_utils import (
     post,
     running,
     tiny_checkpoint,
+    tiny_lomit_checkpoint,
     tiny_maskcyclegan_checkpoint,
 )
 
@@ -207,7 +208,8 @@ def test_the_page_asks_for_the_key_and_offers_the_engines(browser, checkpoint):
 
 def _get(url: str, key: str) -> tuple[int, bytes]:
     import urllib.request
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(url, headers=headers)
     with urllib.request.urlopen(request, timeout=30) as r:
         return r.status, r.read()
 
@@ -257,3 +259,38 @@ def test_a_mask_model_offers_schemes_and_a_painted_mask(browser, tmp_path):
         used = png_bytes(mask.astype(np.uint8))
         assert np.array_equal(shown_pixels(browser, "img-translation"), server_answer(
             server.url, {"image": photo, "mask": used}, query))
+
+
+def test_an_exemplar_model_takes_its_exemplar_as_a_picture(browser, tmp_path):
+    """LOMIT: the exemplar is a file field, a sample of domain B until one is chosen; each
+    translation equals the server's answer for the same photo and exemplar."""
+    checkpoint = tiny_lomit_checkpoint(tmp_path)
+    photo = png_bytes(pixels(37, 23, seed=13))
+    exemplar = png_bytes(pixels(37, 23, seed=14))
+    (tmp_path / "photo.png").write_bytes(photo)
+    (tmp_path / "exemplar.png").write_bytes(exemplar)
+    with running(["--checkpoint", str(checkpoint), "--engine", "eager",
+                  "--max-delay-ms", "1"]) as server:
+        open_page(browser, server.url)
+        assert browser.find_element("id", "note-exemplar").text == "using sample B1"
+        assert browser.find_elements("id", "knob-strength") == []
+        upload(browser, tmp_path / "photo.png")
+        query = settled(browser)
+        status, sample = _get(f"{server.url}/v1/samples/0.png?domain=B", "")
+        assert status == 200
+        with_sample = shown_pixels(browser, "img-translation")
+        assert with_sample.shape == (23, 37, 3)
+        assert np.array_equal(with_sample, server_answer(
+            server.url, {"image": photo, "exemplar": sample}, query))
+
+        before = int(browser.execute_script("return document.body.dataset.ticket"))
+        browser.find_element("id", "input-exemplar").send_keys(str(tmp_path / "exemplar.png"))
+        until(lambda: page_state(browser) == "done" and int(browser.execute_script(
+            "return document.getElementById('panels').dataset.ticket")) > before,
+            "translate with the chosen exemplar")
+        assert browser.find_element("id", "note-exemplar").text == "using exemplar.png"
+        query = settled(browser)
+        chosen = shown_pixels(browser, "img-translation")
+        assert not np.array_equal(chosen, with_sample)
+        assert np.array_equal(chosen, server_answer(
+            server.url, {"image": photo, "exemplar": exemplar}, query))
