@@ -10,24 +10,21 @@ strength slider, waits for the translation and saves the window. `make demo` wri
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.browser import chromium, until  # noqa: E402  (the browser the page's tests drive)
 
 
 def wait(condition, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise SystemExit(f"page_screenshot: the page did not {what} within {timeout:g} s")
+    try:
+        return until(condition, what, timeout, interval=0.1)
+    except TimeoutError as err:
+        raise SystemExit(f"page_screenshot: {err}") from None
 
 
 def serve(export: Path, port: int) -> subprocess.Popen:
@@ -46,17 +43,9 @@ def _ready(port: int) -> bool:
 
 
 def shoot(url: str, out: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.select import Select
-    options = Options()
-    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1100,880", "--hide-scrollbars"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver = chromium(1100, 880, "--hide-scrollbars")
     try:
         driver.get(url)
         state = lambda: driver.execute_script("return document.body.dataset.state")  # noqa: E731

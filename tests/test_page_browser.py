@@ -11,13 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import time
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 
+from .browser import chromium, missing
+from .browser import until as browser_until
 from .server_utils import (
     decoded,
     multipart,
@@ -34,34 +34,14 @@ KEY = "browser-key"
 WAIT_S = 30.0
 
 
-def _missing() -> str | None:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install 'i2i[dev]')"
-    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
-        return "chromium is not installed (apt-get install chromium chromium-driver)"
-    if not shutil.which("chromedriver"):
-        return "chromedriver is not installed (apt-get install chromium-driver)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def browser():
-    missing = _missing()
-    if missing:
+    why = missing()
+    if why:
         if os.environ.get("I2I_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"I2I_REQUIRE_BROWSER=1 but {missing}")
-        pytest.skip(missing)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-    options = Options()
-    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1200,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+            pytest.fail(f"I2I_REQUIRE_BROWSER=1 but {why}")
+        pytest.skip(why)
+    driver = chromium(1200, 1000)
     yield driver
     driver.quit()
 
@@ -73,13 +53,7 @@ def checkpoint(tmp_path_factory):
 
 def until(condition: Callable[[], object], what: str) -> object:
     """condition()'s first truthy value within WAIT_S; fails naming `what`."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"the page did not {what} within {WAIT_S:g} s")
+    return browser_until(condition, what, WAIT_S)
 
 
 def page_state(driver) -> str:
