@@ -140,11 +140,13 @@ def build(checkpoint: Path, options: ExportOptions) -> Path:
     for graph in graphs:
         if ONNX_FORMATS & set(formats):
             _onnx(graph, out, options, size, "fp16" in precisions or "trt" in formats, gate)
+        # int8: the signature's calibration batches, which both int8 graphs are quantized on
+        batches = calibration.batches(graph.spec, size) if calibration else []
         if "int8" in precisions:
-            _int8(graph, out, size, options, calibration, gate)
+            _int8(graph, out, options, calibration, batches, gate)
         if "openvino" in formats:
-            _openvino(graph, out, precisions, gate, not options.dynamic_size,
-                      calibration and calibration.batches(graph.spec, size))
+            _openvino(graph, out, precisions, gate, not options.dynamic_size, calibration,
+                      batches)
         if "trt" in formats:
             _tensorrt(graph, out, size, options, gate, precisions)
         if "aoti" in formats:
@@ -179,24 +181,24 @@ def _onnx(graph: Graph, out: Path, options: ExportOptions, size: tuple[int, int]
              "fp16", fixed=fixed)
 
 
-def _int8(graph: Graph, out: Path, size: tuple[int, int], options: ExportOptions,
-          calibration: Calibration, gate: Gate) -> None:
+def _int8(graph: Graph, out: Path, options: ExportOptions, calibration: Calibration,
+          batches: list[dict[str, torch.Tensor]], gate: Gate) -> None:
     """<stem>.int8.onnx from <stem>.onnx, calibrated on the domain, through onnxruntime."""
     from .quantize import LAYOUTS, to_int8
 
     path = out / f"{graph.stem}{LAYOUTS['onnxruntime'].suffix}"
-    facts = to_int8(out / f"{graph.stem}.onnx", path, calibration.batches(graph.spec, size),
-                    LAYOUTS["onnxruntime"])
+    facts = to_int8(out / f"{graph.stem}.onnx", path, batches, LAYOUTS["onnxruntime"])
     facts["calibration"] = calibration.describe()
     gate(graph, "onnx_int8", {"file": path.name, **facts}, "onnxruntime", path, "int8",
          fixed=not options.dynamic_size)
 
 
 def _openvino(graph: Graph, out: Path, precisions: tuple[str, ...], gate: Gate, fixed: bool,
-              calibration: list[dict[str, torch.Tensor]] | None) -> None:
+              calibration: Calibration | None, batches: list[dict[str, torch.Tensor]]
+              ) -> None:
     """The OpenVINO runtime on the ONNX graphs: fp32, and bf16 and int8 where asked for
     (bf16 only where this CPU has it: skipped with the reason elsewhere). int8 is its own
-    graph, <stem>.int8.openvino.onnx, quantized here from `calibration`'s batches."""
+    graph, <stem>.int8.openvino.onnx, quantized here on `batches`."""
     from ..engines.openvino import OpenVinoEngine, bf16_support
     from .quantize import LAYOUTS, to_int8
 
@@ -211,8 +213,8 @@ def _openvino(graph: Graph, out: Path, precisions: tuple[str, ...], gate: Gate, 
         path = out / f"{graph.stem}{suffix}"
         facts = {}
         if precision == "int8":
-            facts = {**to_int8(out / f"{graph.stem}.onnx", path, calibration, LAYOUTS["openvino"]),
-                     "calibration": {"images": len(calibration)}}
+            facts = {**to_int8(out / f"{graph.stem}.onnx", path, batches, LAYOUTS["openvino"]),
+                     "calibration": calibration.describe()}
         gate(graph, key, {"file": path.name, **facts}, "openvino", path, precision, fixed=fixed)
 
 
